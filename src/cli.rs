@@ -1,0 +1,83 @@
+//! The command line, as close to the flags as possible. [`crate::run`]
+//! turns it into a validated [`crate::deploy::Options`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tack",
+    version,
+    about = "Deploy components incrementally, and say why"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy ENV's components that belong on this machine.
+    Local(LocalArgs),
+    /// What `local` would do and why: `local --dry-run --explain`.
+    Explain(ExplainArgs),
+    /// Print the node graph of ENV as Graphviz dot.
+    Graph(GraphArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The environment: `environments/ENV.cfg`.
+    pub env: String,
+    /// The deployment directory (default: the current directory).
+    #[arg(
+        short = 'C',
+        long = "directory",
+        value_name = "DIR",
+        default_value = "."
+    )]
+    pub dir: PathBuf,
+    /// Deploy the components of this host of the environment.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Show what would change; change nothing, state included.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Print under each node why it runs, down to the value that changed.
+    #[arg(long)]
+    pub explain: bool,
+    /// Show a unified diff of changed text files (never of sensitive ones).
+    #[arg(long)]
+    pub diff: bool,
+    /// Run at most N nodes at once (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Run this node even if it is up to date: a node id such as
+    /// `tick/file:tick.sh`, or a component name for all of its nodes.
+    #[arg(long, value_name = "NODE")]
+    pub force: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only this node (an id such as `tick/file:tick.sh`) or component.
+    pub node: Option<String>,
+    /// Show a unified diff of changed text files as well.
+    #[arg(long)]
+    pub diff: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub target: Target,
+}

@@ -1,0 +1,687 @@
+//! The configure phase as salsa queries: from files to a [`HostGraph`].
+//!
+//! ```text
+//! environment_def ─┐
+//! component_def ───┼─> attributes ─> template_context ─> component_nodes ─> host_graph
+//!                  └─> wiring ─────> provided ──────────┘
+//! ```
+//!
+//! Each query is pure over [`SourceFile`](crate::db::SourceFile) inputs and
+//! returns errors as values, so a broken component is memoized like any
+//! other and the command line reports every broken component at once.
+//! [`wiring`] resolves provide/require for the whole environment and refuses
+//! cycles before any template is rendered, so the queries below it can
+//! follow providers without ever meeting a salsa cycle.
+//!
+//! **Architecture Invariant:** nothing here writes to disk or looks at
+//! what is deployed. `workdir` is computed, never created.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component as PathPart, Path, PathBuf};
+use std::sync::Arc;
+
+use crate::component::{ComponentDef, ResourceDef, ResourceKind, Scope};
+use crate::db::{Db, Deployment};
+use crate::environment::EnvironmentDef;
+use crate::error::{ConfigError, Location};
+use crate::fingerprint::{node_key, Fingerprint};
+use crate::graph::{Action, HostGraph, NodeSpec};
+use crate::provenance::{Input, Inputs, Sourced};
+use crate::template::{render, ContextVar, ProvidedRecord, TemplateContext};
+
+/// Names every template sees besides attributes; attributes may not use them.
+const BUILTIN_VARS: &[&str] = &["workdir", "host", "environment"];
+
+#[salsa::tracked(returns(ref))]
+pub fn environment_def(
+    db: &dyn Db,
+    deployment: Deployment,
+) -> Result<Arc<EnvironmentDef>, ConfigError> {
+    let name = deployment.environment(db);
+    let path = format!("environments/{name}.cfg");
+    let text = read_text(db, &path).ok_or_else(|| {
+        ConfigError::new(
+            Location::file(&path),
+            format!("unknown environment `{name}`: `{path}` does not exist"),
+        )
+    })??;
+    EnvironmentDef::parse(name, &path, &text).map(Arc::new)
+}
+
+#[salsa::tracked(returns(ref))]
+pub fn component_def(
+    db: &dyn Db,
+    // Components belong to a deployment; the path below is relative to it.
+    _deployment: Deployment,
+    name: String,
+) -> Result<Arc<ComponentDef>, ConfigError> {
+    let path = format!("components/{name}/component.cfg");
+    let text = read_text(db, &path).ok_or_else(|| {
+        ConfigError::new(Location::file(&path), "component file does not exist")
+    })??;
+    ComponentDef::parse(&name, &path, &text).map(Arc::new)
+}
+
+/// A component's attributes after the environment's overrides.
+#[salsa::tracked(returns(ref))]
+pub fn attributes(
+    db: &dyn Db,
+    deployment: Deployment,
+    component: String,
+) -> Result<Arc<BTreeMap<String, Sourced>>, ConfigError> {
+    let env = environment_def(db, deployment).clone()?;
+    let def = component_def(db, deployment, component.clone()).clone()?;
+    let mut merged = def.attributes.clone();
+    for (name, value) in &merged {
+        let requires = def.requires.iter().any(|require| &require.key == name);
+        if BUILTIN_VARS.contains(&name.as_str()) || requires {
+            return Err(ConfigError::new(
+                value.location.clone(),
+                format!("attribute `{name}` would hide the template variable of the same name"),
+            ));
+        }
+    }
+    if let Some(overrides) = env.overrides.get(&component) {
+        for (name, value) in &overrides.values {
+            if !merged.contains_key(name) {
+                let known: Vec<&str> = def.attributes.keys().map(String::as_str).collect();
+                return Err(ConfigError::new(
+                    value.location.clone(),
+                    format!(
+                        "component `{component}` has no attribute `{name}` (its [attributes]: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            merged.insert(name.clone(), value.clone());
+        }
+    }
+    Ok(Arc::new(merged))
+}
+
+/// A component placed on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Placement {
+    pub host: String,
+    pub component: String,
+}
+
+/// Provide/require resolved for the whole environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Wiring {
+    /// Every placement, in the order of `[hosts]`.
+    pub placements: Vec<Placement>,
+    /// (requirer, key) -> providers, by host then component.
+    pub providers: BTreeMap<(Placement, String), Vec<Placement>>,
+    /// Per host: its components, providers before requirers.
+    pub order: BTreeMap<String, Vec<String>>,
+}
+
+#[salsa::tracked(returns(ref))]
+pub fn wiring(db: &dyn Db, deployment: Deployment) -> Result<Arc<Wiring>, Vec<ConfigError>> {
+    let env = environment_def(db, deployment)
+        .clone()
+        .map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    let mut defs: BTreeMap<String, Arc<ComponentDef>> = BTreeMap::new();
+    let mut wiring = Wiring::default();
+    for host in &env.hosts {
+        for name in &host.components {
+            wiring.placements.push(Placement {
+                host: host.name.clone(),
+                component: name.clone(),
+            });
+            if defs.contains_key(name) {
+                continue;
+            }
+            match component_def(db, deployment, name.clone()) {
+                Ok(def) => {
+                    defs.insert(name.clone(), def.clone());
+                }
+                Err(error) if error.message == "component file does not exist" => {
+                    errors.push(ConfigError::new(
+                        host.location.clone(),
+                        format!(
+                            "unknown component `{name}`: `{}` does not exist",
+                            error.location.file
+                        ),
+                    ));
+                }
+                Err(error) => errors.push(error.clone()),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    for requirer in &wiring.placements {
+        for require in &defs[&requirer.component].requires {
+            let providers: Vec<Placement> = wiring
+                .placements
+                .iter()
+                .filter(|p| require.scope == Scope::Environment || p.host == requirer.host)
+                .filter(|p| {
+                    defs[&p.component]
+                        .provides
+                        .iter()
+                        .any(|d| d.key == require.key)
+                })
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if providers.is_empty() {
+                let elsewhere: Vec<String> = wiring
+                    .placements
+                    .iter()
+                    .filter(|p| {
+                        defs[&p.component]
+                            .provides
+                            .iter()
+                            .any(|d| d.key == require.key)
+                    })
+                    .map(|p| format!("{} on {}", p.component, p.host))
+                    .collect();
+                let hint = if elsewhere.is_empty() {
+                    "no component of the environment provides it".to_string()
+                } else {
+                    format!(
+                        "provided only by {} (use scope = environment)",
+                        elsewhere.join(", ")
+                    )
+                };
+                errors.push(ConfigError::new(
+                    require.location.clone(),
+                    format!(
+                        "nothing provides `{}` for component `{}` on host `{}`: {hint}",
+                        require.key, requirer.component, requirer.host
+                    ),
+                ));
+                continue;
+            }
+            wiring
+                .providers
+                .insert((requirer.clone(), require.key.clone()), providers);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if let Some(cycle) = find_cycle(&wiring) {
+        let steps: Vec<String> = cycle
+            .windows(2)
+            .map(|pair| {
+                let (from, to) = (&pair[0], &pair[1]);
+                let key = wiring
+                    .providers
+                    .iter()
+                    .find(|((requirer, _), providers)| requirer == from && providers.contains(to))
+                    .map(|((_, key), _)| key.clone())
+                    .unwrap_or_default();
+                let require = defs[&from.component].requires.iter().find(|r| r.key == key);
+                let at = require.map(|r| r.location.to_string()).unwrap_or_default();
+                format!(
+                    "`{}` requires `{key}` ({at}) from `{}`",
+                    from.component, to.component
+                )
+            })
+            .collect();
+        let first = &cycle[0];
+        let location = Location::file(&defs[&first.component].file);
+        return Err(vec![ConfigError::new(
+            location,
+            format!("provide/require cycle: {}", steps.join(", ")),
+        )]);
+    }
+
+    for host in &env.hosts {
+        wiring.order.insert(
+            host.name.clone(),
+            order_components(&wiring, &host.name, &host.components),
+        );
+    }
+    Ok(Arc::new(wiring))
+}
+
+/// A placement path `a -> b -> ... -> a` if requirements loop.
+fn find_cycle(wiring: &Wiring) -> Option<Vec<Placement>> {
+    fn visit(
+        wiring: &Wiring,
+        node: &Placement,
+        stack: &mut Vec<Placement>,
+        done: &mut BTreeSet<Placement>,
+    ) -> Option<Vec<Placement>> {
+        if let Some(start) = stack.iter().position(|p| p == node) {
+            let mut cycle = stack[start..].to_vec();
+            cycle.push(node.clone());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        stack.push(node.clone());
+        for ((requirer, _), providers) in &wiring.providers {
+            if requirer != node {
+                continue;
+            }
+            for provider in providers {
+                if let Some(cycle) = visit(wiring, provider, stack, done) {
+                    return Some(cycle);
+                }
+            }
+        }
+        stack.pop();
+        done.insert(node.clone());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for placement in &wiring.placements {
+        if let Some(cycle) = visit(wiring, placement, &mut Vec::new(), &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+/// The components of `host`, each after the ones on the same host it
+/// requires from, otherwise in the order written.
+fn order_components(wiring: &Wiring, host: &str, listed: &[String]) -> Vec<String> {
+    let mut ordered: Vec<String> = Vec::new();
+    fn place(wiring: &Wiring, host: &str, name: &str, ordered: &mut Vec<String>) {
+        if ordered.iter().any(|done| done == name) {
+            return;
+        }
+        let me = Placement {
+            host: host.to_string(),
+            component: name.to_string(),
+        };
+        for ((requirer, _), providers) in &wiring.providers {
+            if requirer == &me {
+                for provider in providers.iter().filter(|p| p.host == host) {
+                    place(wiring, host, &provider.component, ordered);
+                }
+            }
+        }
+        ordered.push(name.to_string());
+    }
+    for name in listed {
+        place(wiring, host, name, &mut ordered);
+    }
+    ordered
+}
+
+/// The absolute work dir of a component: `<root>/<work_dir>/<component>`.
+fn workdir(db: &dyn Db, deployment: Deployment, env: &EnvironmentDef, component: &str) -> PathBuf {
+    deployment.root(db).join(&env.work_dir).join(component)
+}
+
+#[salsa::tracked(returns(ref))]
+pub fn template_context(
+    db: &dyn Db,
+    deployment: Deployment,
+    host: String,
+    component: String,
+) -> Result<Arc<TemplateContext>, ConfigError> {
+    let env = environment_def(db, deployment).clone()?;
+    let def = component_def(db, deployment, component.clone()).clone()?;
+    let wiring = wiring(db, deployment)
+        .clone()
+        .map_err(|errors| errors[0].clone())?;
+    let mut vars = BTreeMap::new();
+    for (name, value) in attributes(db, deployment, component.clone())
+        .clone()?
+        .iter()
+    {
+        vars.insert(name.clone(), ContextVar::Text(Input::sourced(value)));
+    }
+    let workdir = workdir(db, deployment, &env, &component);
+    let builtins = [
+        ("workdir", workdir.display().to_string()),
+        ("host", host.clone()),
+        ("environment", env.name.clone()),
+    ];
+    for (name, value) in builtins {
+        vars.insert(name.to_string(), ContextVar::Text(Input::plain(value)));
+    }
+    let me = Placement {
+        host: host.clone(),
+        component: component.clone(),
+    };
+    for require in &def.requires {
+        let providers = wiring
+            .providers
+            .get(&(me.clone(), require.key.clone()))
+            .cloned()
+            .unwrap_or_default();
+        let mut records = Vec::new();
+        for provider in providers {
+            let values = provided(
+                db,
+                deployment,
+                provider.host.clone(),
+                provider.component.clone(),
+            )
+            .clone()?;
+            if let Some(fields) = values.get(&require.key) {
+                records.push(ProvidedRecord {
+                    host: provider.host.clone(),
+                    component: provider.component.clone(),
+                    fields: fields.clone(),
+                });
+            }
+        }
+        vars.insert(require.key.clone(), ContextVar::Records(records));
+    }
+    Ok(Arc::new(TemplateContext { vars }))
+}
+
+/// Key -> field -> value: what one placed component provides.
+pub type ProvidedValues = BTreeMap<String, BTreeMap<String, Input>>;
+
+/// The values a placed component provides: key -> field -> value, each
+/// rendered with the provider's own context.
+#[salsa::tracked(returns(ref))]
+pub fn provided(
+    db: &dyn Db,
+    deployment: Deployment,
+    host: String,
+    component: String,
+) -> Result<Arc<ProvidedValues>, ConfigError> {
+    let def = component_def(db, deployment, component.clone()).clone()?;
+    let context = template_context(db, deployment, host, component).clone()?;
+    let mut values = BTreeMap::new();
+    for provide in &def.provides {
+        let mut fields = BTreeMap::new();
+        for (name, template) in &provide.fields {
+            let rendered = render(&template.value, &template.location, &context)?;
+            let input =
+                Input::at(rendered.text, template.location.clone()).with_via(rendered.inputs);
+            fields.insert(name.clone(), input);
+        }
+        values.insert(provide.key.clone(), fields);
+    }
+    Ok(Arc::new(values))
+}
+
+/// The nodes of one placed component, in the order written, each with its
+/// rendered content, named inputs and key. `deps` are indexes within the
+/// component; [`host_graph`] shifts them.
+#[salsa::tracked(returns(ref))]
+pub fn component_nodes(
+    db: &dyn Db,
+    deployment: Deployment,
+    host: String,
+    component: String,
+) -> Result<Arc<Vec<NodeSpec>>, ConfigError> {
+    let env = environment_def(db, deployment).clone()?;
+    let def = component_def(db, deployment, component.clone()).clone()?;
+    let context = template_context(db, deployment, host, component.clone()).clone()?;
+    let workdir = workdir(db, deployment, &env, &component);
+    let mut nodes: Vec<NodeSpec> = Vec::new();
+    for resource in &def.resources {
+        let target = resolve_target(&workdir, resource, &env.work_dir, &component)?;
+        let mut inputs = Inputs::new();
+        inputs.insert("kind".into(), Input::plain(resource.kind.id()));
+        inputs.insert(
+            "path".into(),
+            Input::at(&resource.name, resource.location.clone()),
+        );
+        let sensitive = resource.flag("sensitive", false)?;
+        let action = match resource.kind {
+            ResourceKind::File => {
+                let content = file_content(db, &def, resource, &context, sensitive, &mut inputs)?;
+                let mode = mode(resource, if sensitive { 0o600 } else { 0o644 }, &mut inputs)?;
+                Action::File {
+                    target: target.clone(),
+                    content: Arc::from(content),
+                    mode,
+                }
+            }
+            ResourceKind::Directory => Action::Directory {
+                target: target.clone(),
+                mode: mode(resource, 0o755, &mut inputs)?,
+            },
+            ResourceKind::Symlink => {
+                let template = resource
+                    .field("target")
+                    .cloned()
+                    .unwrap_or_else(|| Sourced::new(String::new(), resource.location.clone()));
+                let rendered = render(&template.value, &template.location, &context)?;
+                inputs.extend(rendered.inputs);
+                inputs.insert(
+                    "target".into(),
+                    Input::at(&rendered.text, template.location.clone()),
+                );
+                Action::Symlink {
+                    target: target.clone(),
+                    points_to: rendered.text,
+                }
+            }
+        };
+        // A resource waits for the nearest directory resource above it.
+        let deps = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, node)| matches!(node.action, Action::Directory { .. }))
+            .filter(|(_, node)| {
+                target.starts_with(node.action.target()) && &target != node.action.target()
+            })
+            .max_by_key(|(_, node)| node.action.target().components().count())
+            .map(|(index, _)| vec![index])
+            .unwrap_or_default();
+        nodes.push(NodeSpec {
+            id: format!("{component}/{}:{}", resource.kind.id(), resource.name),
+            component: component.clone(),
+            display: format!(
+                "{} > {}({})",
+                display_name(&component),
+                resource.kind.title(),
+                resource.name
+            ),
+            key: node_key(&inputs),
+            action,
+            inputs,
+            sensitive,
+            deps,
+        });
+    }
+    Ok(Arc::new(nodes))
+}
+
+/// The text a file resource deploys, recording its inputs.
+fn file_content(
+    db: &dyn Db,
+    def: &ComponentDef,
+    resource: &ResourceDef,
+    context: &TemplateContext,
+    sensitive: bool,
+    inputs: &mut Inputs,
+) -> Result<Vec<u8>, ConfigError> {
+    let template = resource.flag("template", true)?;
+    inputs.insert("template".into(), Input::plain(template.to_string()));
+    let (raw, origin) = if let Some(content) = resource.field("content") {
+        let shown = if sensitive {
+            format!(
+                "(sensitive, blake3 {})",
+                Fingerprint::of_bytes(content.value.as_bytes())
+            )
+        } else {
+            content.value.clone()
+        };
+        inputs.insert("content".into(), Input::at(shown, content.location.clone()));
+        let mut text = content.value.clone().into_bytes();
+        if !text.is_empty() && !text.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+        (text, content.location.clone())
+    } else {
+        let (name, at) = match resource.field("source") {
+            Some(source) => (source.value.clone(), source.location.clone()),
+            None => {
+                let name = Path::new(&resource.name)
+                    .file_name()
+                    .map(|name| name.to_string_lossy().to_string())
+                    .unwrap_or_else(|| resource.name.clone());
+                let name = if Path::new(&resource.name).is_absolute() {
+                    name
+                } else {
+                    resource.name.clone()
+                };
+                (name, resource.location.clone())
+            }
+        };
+        let path = format!("{}/{name}", def.dir);
+        let bytes =
+            db.source(&path).contents(db).clone().ok_or_else(|| {
+                ConfigError::new(at, format!("source file `{path}` does not exist"))
+            })?;
+        inputs.insert(
+            "source".into(),
+            Input::at(
+                format!("{path} (blake3 {})", Fingerprint::of_bytes(&bytes)),
+                Location::file(&path),
+            ),
+        );
+        (bytes.to_vec(), Location::file(&path))
+    };
+    if !template {
+        return Ok(raw);
+    }
+    let text = String::from_utf8(raw).map_err(|_| {
+        ConfigError::new(
+            origin.clone(),
+            "is not UTF-8 text and cannot be a template; set `template = false`",
+        )
+    })?;
+    let rendered = render(&text, &origin, context)?;
+    inputs.extend(rendered.inputs);
+    Ok(rendered.text.into_bytes())
+}
+
+fn mode(resource: &ResourceDef, default: u32, inputs: &mut Inputs) -> Result<u32, ConfigError> {
+    let Some(sourced) = resource.field("mode") else {
+        inputs.insert("mode".into(), Input::plain(format!("{default:04o}")));
+        return Ok(default);
+    };
+    let digits = sourced.value.trim_start_matches("0o");
+    let mode = u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .ok_or_else(|| {
+            ConfigError::new(
+                sourced.location.clone(),
+                format!("`{}` is not an octal file mode such as 0644", sourced.value),
+            )
+        })?;
+    inputs.insert(
+        "mode".into(),
+        Input::at(format!("{mode:04o}"), sourced.location.clone()),
+    );
+    Ok(mode)
+}
+
+/// The path a resource owns: relative to the component's work dir unless
+/// written absolute; a relative path may not climb out of the work dir.
+fn resolve_target(
+    workdir: &Path,
+    resource: &ResourceDef,
+    work_dir_setting: &str,
+    component: &str,
+) -> Result<PathBuf, ConfigError> {
+    let path = Path::new(&resource.name);
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    if path
+        .components()
+        .any(|part| matches!(part, PathPart::ParentDir))
+    {
+        return Err(ConfigError::new(
+            resource.location.clone(),
+            format!(
+                "path `{}` escapes the work dir `{work_dir_setting}/{component}`; write an absolute path to deploy outside it",
+                resource.name
+            ),
+        ));
+    }
+    Ok(workdir.join(path))
+}
+
+/// `tick` -> `Tick`, `my_app` -> `MyApp`: the batou-style class name.
+pub fn display_name(component: &str) -> String {
+    component
+        .split(['_', '-'])
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => first.to_uppercase().chain(chars).collect::<String>(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// Every node of `host`, components ordered providers first.
+#[salsa::tracked(returns(ref))]
+pub fn host_graph(
+    db: &dyn Db,
+    deployment: Deployment,
+    host: String,
+) -> Result<Arc<HostGraph>, Vec<ConfigError>> {
+    let env = environment_def(db, deployment)
+        .clone()
+        .map_err(|e| vec![e])?;
+    let wiring = wiring(db, deployment).clone()?;
+    let mut graph = HostGraph {
+        environment: env.name.clone(),
+        host: host.clone(),
+        nodes: Vec::new(),
+    };
+    let mut errors = Vec::new();
+    for component in wiring.order.get(&host).into_iter().flatten() {
+        match component_nodes(db, deployment, host.clone(), component.clone()) {
+            Ok(nodes) => {
+                let offset = graph.nodes.len();
+                for node in nodes.iter() {
+                    let mut node = node.clone();
+                    node.deps = node.deps.iter().map(|dep| dep + offset).collect();
+                    graph.nodes.push(node);
+                }
+            }
+            Err(error) => errors.push(error.clone()),
+        }
+    }
+    let mut owners: BTreeMap<&Path, &NodeSpec> = BTreeMap::new();
+    for node in &graph.nodes {
+        if let Some(other) = owners.insert(node.action.target(), node) {
+            errors.push(ConfigError::new(
+                Location::file(format!("components/{}/component.cfg", node.component)),
+                format!(
+                    "{} and {} both deploy `{}`",
+                    other.display,
+                    node.display,
+                    node.action.target().display()
+                ),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(Arc::new(graph))
+    } else {
+        Err(errors)
+    }
+}
+
+/// The text of a deployment file: `None` if missing, an error if not UTF-8.
+fn read_text(db: &dyn Db, path: &str) -> Option<Result<String, ConfigError>> {
+    let bytes = db.source(path).contents(db).clone()?;
+    Some(
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| ConfigError::new(Location::file(path), "is not UTF-8 text")),
+    )
+}

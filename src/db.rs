@@ -1,0 +1,118 @@
+//! The salsa database: the deployment's files as inputs.
+//!
+//! Inputs are the only mutable state of the configure phase. A
+//! [`SourceFile`] is created the first time a query asks for a path and
+//! holds the bytes read then (or `None` for a missing file), so a query can
+//! depend on a file that does not exist yet. Reading the deployment's own
+//! sources is the one kind of IO this layer does; it never looks at what is
+//! deployed (`work/`, `.tack/`, processes).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use salsa::Setter;
+
+/// A file of the deployment, by its path relative to the deployment root
+/// (`/`-separated, as written in config files and messages).
+#[salsa::input(debug)]
+pub struct SourceFile {
+    #[returns(ref)]
+    pub path: String,
+    #[returns(ref)]
+    pub contents: Option<Arc<[u8]>>,
+}
+
+/// What is being configured: a deployment directory and one environment.
+#[salsa::input(debug)]
+pub struct Deployment {
+    #[returns(ref)]
+    pub root: PathBuf,
+    #[returns(ref)]
+    pub environment: String,
+}
+
+#[salsa::db]
+pub trait Db: salsa::Database {
+    /// The file at `path` below the deployment root, read on first use.
+    fn source(&self, path: &str) -> SourceFile;
+}
+
+#[salsa::db]
+#[derive(Clone)]
+pub struct Database {
+    storage: salsa::Storage<Self>,
+    root: PathBuf,
+    files: Arc<Mutex<HashMap<String, SourceFile>>>,
+    executed: Option<Arc<Mutex<Vec<String>>>>,
+}
+
+impl Database {
+    pub fn new(root: &Path) -> Database {
+        Database {
+            storage: salsa::Storage::default(),
+            root: root.to_path_buf(),
+            files: Arc::default(),
+            executed: None,
+        }
+    }
+
+    /// A database that records the name of every query it executes, for
+    /// tests that assert what was recomputed after a change.
+    pub fn with_query_log(root: &Path) -> Database {
+        let executed: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = executed.clone();
+        let storage = salsa::Storage::new(Some(Box::new(move |event: salsa::Event| {
+            if let salsa::EventKind::WillExecute { database_key } = event.kind {
+                let name = format!("{database_key:?}");
+                let name = name.split('(').next().unwrap_or_default().to_string();
+                log.lock().unwrap_or_else(|e| e.into_inner()).push(name);
+            }
+        })));
+        Database {
+            storage,
+            root: root.to_path_buf(),
+            files: Arc::default(),
+            executed: Some(executed),
+        }
+    }
+
+    /// The names of the queries executed since the last call, sorted.
+    pub fn take_executed(&self) -> Vec<String> {
+        let Some(executed) = &self.executed else {
+            return Vec::new();
+        };
+        let mut names = std::mem::take(&mut *executed.lock().unwrap_or_else(|e| e.into_inner()));
+        names.sort();
+        names
+    }
+
+    /// Rereads `path` from disk, starting a new revision if it changed.
+    pub fn reload(&mut self, path: &str) {
+        let contents = read(&self.root, path);
+        let file = self.source(path);
+        if file.contents(self) != &contents {
+            file.set_contents(self).to(contents);
+        }
+    }
+}
+
+fn read(root: &Path, path: &str) -> Option<Arc<[u8]>> {
+    std::fs::read(root.join(path)).ok().map(Arc::from)
+}
+
+#[salsa::db]
+impl salsa::Database for Database {}
+
+#[salsa::db]
+impl Db for Database {
+    fn source(&self, path: &str) -> SourceFile {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = files.get(path) {
+            return *file;
+        }
+        let file = SourceFile::new(self, path.to_string(), read(&self.root, path));
+        files.insert(path.to_string(), file);
+        file
+    }
+}

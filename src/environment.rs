@@ -1,0 +1,247 @@
+//! `environments/NAME.cfg`: which components go on which hosts, and the
+//! attribute overrides that make this environment differ from others.
+
+use std::collections::BTreeMap;
+
+use crate::error::{ConfigError, Location};
+use crate::ini_file::{IniDocument, IniSection};
+use crate::provenance::Sourced;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EnvironmentDef {
+    pub name: String,
+    pub file: String,
+    pub connect_method: ConnectMethod,
+    /// Relative to the deployment root unless absolute.
+    pub work_dir: String,
+    pub hosts: Vec<HostDef>,
+    /// Component name -> attribute -> overriding value.
+    pub overrides: BTreeMap<String, Overrides>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectMethod {
+    Local,
+    Ssh,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HostDef {
+    pub name: String,
+    pub components: Vec<String>,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Overrides {
+    pub location: Location,
+    pub values: BTreeMap<String, Sourced>,
+}
+
+const ENVIRONMENT_KEYS: &[&str] = &["connect_method", "work_dir"];
+
+impl EnvironmentDef {
+    pub fn parse(name: &str, file: &str, text: &str) -> Result<EnvironmentDef, ConfigError> {
+        let doc = IniDocument::parse(file, text)?;
+        let mut env = EnvironmentDef {
+            name: name.to_string(),
+            file: file.to_string(),
+            connect_method: ConnectMethod::Local,
+            work_dir: "work".to_string(),
+            hosts: Vec::new(),
+            overrides: BTreeMap::new(),
+        };
+        let mut saw_hosts = false;
+        for section in &doc.sections {
+            let location = section.location(file);
+            match section.name.split_once(':') {
+                None if section.name == "environment" => env.read_settings(section, file)?,
+                None if section.name == "hosts" => {
+                    saw_hosts = true;
+                    env.read_hosts(section, file)?;
+                }
+                Some(("component", component)) => {
+                    let component = component.trim();
+                    if !is_name(component) {
+                        return Err(ConfigError::new(
+                            location,
+                            format!("`{component}` is not a valid component name"),
+                        ));
+                    }
+                    let values = section
+                        .entries
+                        .iter()
+                        .map(|entry| {
+                            let at = location.key(&entry.key, entry.line);
+                            (entry.key.clone(), Sourced::new(entry.value.clone(), at))
+                        })
+                        .collect();
+                    env.overrides.insert(
+                        component.to_string(),
+                        Overrides {
+                            location: location.clone(),
+                            values,
+                        },
+                    );
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        location,
+                        "unknown section; an environment has [environment], [hosts] and [component:NAME]",
+                    ))
+                }
+            }
+        }
+        if !saw_hosts || env.hosts.is_empty() {
+            return Err(ConfigError::new(
+                Location::file(file),
+                "no hosts: add a [hosts] section such as `localhost = mycomponent`",
+            ));
+        }
+        for (component, overrides) in &env.overrides {
+            if !env
+                .hosts
+                .iter()
+                .any(|host| host.components.contains(component))
+            {
+                return Err(ConfigError::new(
+                    overrides.location.clone(),
+                    format!("component `{component}` is not placed on any host in [hosts]"),
+                ));
+            }
+        }
+        Ok(env)
+    }
+
+    fn read_settings(&mut self, section: &IniSection, file: &str) -> Result<(), ConfigError> {
+        for entry in &section.entries {
+            let at = section.location(file).key(&entry.key, entry.line);
+            match entry.key.as_str() {
+                "connect_method" => {
+                    self.connect_method = match entry.value.as_str() {
+                        "local" => ConnectMethod::Local,
+                        "ssh" => ConnectMethod::Ssh,
+                        other => {
+                            return Err(ConfigError::new(
+                                at,
+                                format!(
+                                    "unknown connect_method `{other}`; expected `local` or `ssh`"
+                                ),
+                            ))
+                        }
+                    }
+                }
+                "work_dir" => {
+                    if entry.value.is_empty() {
+                        return Err(ConfigError::new(at, "work_dir must not be empty"));
+                    }
+                    self.work_dir = entry.value.clone();
+                }
+                other => return Err(unknown_key(at, other, ENVIRONMENT_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_hosts(&mut self, section: &IniSection, file: &str) -> Result<(), ConfigError> {
+        for entry in &section.entries {
+            let at = section.location(file).key(&entry.key, entry.line);
+            let mut components = Vec::new();
+            for name in entry.value.split([',', '\n']).map(str::trim) {
+                if name.is_empty() {
+                    continue;
+                }
+                if !is_name(name) {
+                    return Err(ConfigError::new(
+                        at,
+                        format!("`{name}` is not a valid component name"),
+                    ));
+                }
+                if components.iter().any(|known| known == name) {
+                    return Err(ConfigError::new(
+                        at,
+                        format!("component `{name}` is listed twice for this host"),
+                    ));
+                }
+                components.push(name.to_string());
+            }
+            self.hosts.push(HostDef {
+                name: entry.key.clone(),
+                components,
+                location: at,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn host(&self, name: &str) -> Option<&HostDef> {
+        self.hosts.iter().find(|host| host.name == name)
+    }
+}
+
+/// Component names become directory names and display names: keep them to
+/// letters, digits, `-` and `_`.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+pub fn unknown_key(at: Location, key: &str, known: &[&str]) -> ConfigError {
+    ConfigError::new(
+        at,
+        format!("unknown key `{key}`; expected one of: {}", known.join(", ")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "environments/dev.cfg";
+
+    #[test]
+    fn hosts_and_overrides() {
+        let env = EnvironmentDef::parse(
+            "dev",
+            FILE,
+            "[environment]\nconnect_method = local\n\n[hosts]\nlocalhost = tick, supervisor\n\n[component:tick]\npriority = 20\n",
+        )
+        .unwrap();
+        assert_eq!(env.hosts[0].components, vec!["tick", "supervisor"]);
+        let priority = &env.overrides["tick"].values["priority"];
+        assert_eq!(priority.value, "20");
+        assert_eq!(
+            priority.location.to_string(),
+            "environments/dev.cfg:8 [component:tick] priority"
+        );
+    }
+
+    #[test]
+    fn unknown_section_names_file_and_line() {
+        let err =
+            EnvironmentDef::parse("dev", FILE, "[hosts]\nlocalhost = a\n[frob]\n").unwrap_err();
+        assert_eq!(err.location.line, Some(3));
+        assert!(err.to_string().contains("[frob]"), "{err}");
+    }
+
+    #[test]
+    fn override_of_a_component_on_no_host() {
+        let err = EnvironmentDef::parse(
+            "dev",
+            FILE,
+            "[hosts]\nlocalhost = a\n[component:b]\nx = 1\n",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("not placed on any host"), "{err}");
+    }
+
+    #[test]
+    fn unknown_setting() {
+        let err =
+            EnvironmentDef::parse("dev", FILE, "[environment]\nplatform = x\n[hosts]\nh = a\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("unknown key `platform`"), "{err}");
+    }
+}

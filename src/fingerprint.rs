@@ -1,0 +1,182 @@
+//! Node keys: what makes a node dirty, and what deliberately does not.
+//!
+//! # What a key is
+//!
+//! Every node (one resource of one component on one host) has a *key*: a
+//! blake3 hash over its **named inputs** ([`crate::provenance::Inputs`]).
+//! The inputs are kept by name in the state file, not only hashed, so that
+//! when a key changes tack can say which input changed, from what to what,
+//! and where that value came from ([`crate::reason`]).
+//!
+//! A node also has an *output fingerprint*: a hash of what it puts on the
+//! host (for a file: path, mode and content). Two different keys can have
+//! the same output (an attribute changed, but the template renders the same
+//! text); such a node updates its record and does nothing, and says so.
+//! Dependents across nodes read the output fingerprint, never the key, so an
+//! unchanged output stops invalidation from spreading.
+//!
+//! # What goes into a key
+//!
+//! * `kind` and the resource's own settings (`path`, `mode`, `target`, ...).
+//! * `source`: the path and content hash of a source file, or `content`:
+//!   inline text (a hash of it when the file is sensitive).
+//! * `template`: whether the source is rendered.
+//! * `var NAME`: every context variable the template *refers to*, and
+//!   nothing else. `var KEY[host/component].FIELD` for each field of each
+//!   value provided for a required key. An attribute that no template of a
+//!   node reads is not in that node's key.
+//!
+//! # What is deliberately left out
+//!
+//! * **Locations.** Where a value was written (file, section, line) is kept
+//!   beside the value for explanations but is not hashed: moving an
+//!   override three lines down, or from the component into the
+//!   environment, changes no key unless the value changed.
+//! * **The deployment's absolute path**, unless a template reads
+//!   `workdir`: then the rendered file really embeds it, and moving the
+//!   checkout must rewrite it.
+//! * **Timestamps.** Neither source mtimes nor deploy times are inputs;
+//!   editing a file and undoing the edit changes nothing.
+//! * **The tack version.** Keys are recomputed from inputs each run; a new
+//!   tack that renders the same output does not redeploy.
+//!
+//! # Drift is not part of the key
+//!
+//! A key says what *should* be on the host. Whether it *is* there is
+//! observed separately ([`crate::observe`]): stat first, and hash only when
+//! the stat differs from the one recorded, as git's index does.
+//!
+//! # Where state lives
+//!
+//! `.tack/state/<environment>/<host>.json`, written atomically, plus a
+//! journal beside it while a deploy runs; see [`crate::state`].
+//!
+//! # Tracing it
+//!
+//! `tack local ENV --dry-run --explain` prints, for every node that would
+//! run, each input that changed with its old and new value and the place a
+//! person edited; `.tack/state/ENV/HOST.json` shows the recorded inputs.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::provenance::Inputs;
+
+/// A blake3 hash, shown and stored as hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    pub fn of_bytes(bytes: &[u8]) -> Fingerprint {
+        Fingerprint(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn to_hex(self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    pub fn from_hex(hex: &str) -> Option<Fingerprint> {
+        blake3::Hash::from_hex(hex)
+            .ok()
+            .map(|hash| Fingerprint(*hash.as_bytes()))
+    }
+
+    /// The first 12 hex digits, for people.
+    pub fn short(self) -> String {
+        self.to_hex()[..12].to_string()
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.short())
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.short())
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let hex = String::deserialize(deserializer)?;
+        Fingerprint::from_hex(&hex).ok_or_else(|| serde::de::Error::custom("invalid fingerprint"))
+    }
+}
+
+/// Hashes named fields with length framing, so that `("ab", "c")` and
+/// `("a", "bc")` never collide.
+#[derive(Default)]
+pub struct FingerprintBuilder(blake3::Hasher);
+
+impl FingerprintBuilder {
+    pub fn field(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        for part in [name.as_bytes(), value] {
+            self.0.update(&(part.len() as u64).to_le_bytes());
+            self.0.update(part);
+        }
+        self
+    }
+
+    pub fn finish(&self) -> Fingerprint {
+        Fingerprint(*self.0.finalize().as_bytes())
+    }
+}
+
+/// The key of a node: its named inputs' values, in name order.
+pub fn node_key(inputs: &Inputs) -> Fingerprint {
+    let mut builder = FingerprintBuilder::default();
+    for (name, input) in inputs {
+        builder.field(name, input.value.as_bytes());
+    }
+    builder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Location;
+    use crate::provenance::Input;
+
+    fn inputs(pairs: &[(&str, Input)]) -> Inputs {
+        pairs
+            .iter()
+            .map(|(name, input)| (name.to_string(), input.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn locations_are_not_hashed() {
+        let here = inputs(&[("var port", Input::at("5432", Location::file("a.cfg")))]);
+        let there = inputs(&[(
+            "var port",
+            Input::at("5432", Location::file("b.cfg").at_line(9)),
+        )]);
+        assert_eq!(node_key(&here), node_key(&there));
+    }
+
+    #[test]
+    fn values_are_hashed_with_framing() {
+        let a = inputs(&[("ab", Input::plain("c"))]);
+        let b = inputs(&[("a", Input::plain("bc"))]);
+        assert_ne!(node_key(&a), node_key(&b));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let fingerprint = Fingerprint::of_bytes(b"tack");
+        assert_eq!(
+            Fingerprint::from_hex(&fingerprint.to_hex()),
+            Some(fingerprint)
+        );
+    }
+}

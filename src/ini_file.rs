@@ -1,0 +1,235 @@
+//! INI documents with line numbers.
+//!
+//! rust-ini does the parsing (indented multi-line values, `;`/`#` comment
+//! lines). Inline comments are `;` after whitespace on a key's first line,
+//! as configparser's `inline_comment_prefixes=(";",)`; they are cut here
+//! (rust-ini's own inline-comment mode eats the next key's first letter),
+//! and indented continuation lines are left alone so scripts keep their
+//! semicolons. rust-ini keeps order but not positions, so a
+//! light scan of the raw text finds the line of every section header and key;
+//! errors can then point at `file:line [section] key`. Duplicate sections and
+//! keys, and keys outside any section, are refused here, once, for every
+//! file format built on top.
+
+use crate::error::{ConfigError, Location};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IniDocument {
+    pub file: String,
+    pub sections: Vec<IniSection>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IniSection {
+    pub name: String,
+    pub line: usize,
+    pub entries: Vec<IniEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IniEntry {
+    pub key: String,
+    pub value: String,
+    pub line: usize,
+}
+
+impl IniSection {
+    pub fn location(&self, file: &str) -> Location {
+        Location::section(file, &self.name, self.line)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&IniEntry> {
+        self.entries.iter().find(|entry| entry.key == key)
+    }
+}
+
+impl IniDocument {
+    /// Parses `text`, the contents of `file` (a path relative to the
+    /// deployment root, used in messages).
+    pub fn parse(file: &str, text: &str) -> Result<IniDocument, ConfigError> {
+        let options = ini::ParseOption {
+            enabled_quote: false,
+            enabled_escape: false,
+            enabled_indented_mutiline_value: true,
+            enabled_preserve_key_leading_whitespace: false,
+        };
+        let text = &strip_inline_comments(text);
+        let parsed = ini::Ini::load_from_str_opt(text, options).map_err(|error| {
+            ConfigError::new(
+                Location::file(file).at_line(error.line + 1),
+                format!("malformed INI: {}", error.msg),
+            )
+        })?;
+        let positions = scan_positions(text);
+
+        let mut sections: Vec<IniSection> = Vec::new();
+        let mut headers = positions.iter();
+        for (name, properties) in &parsed {
+            let Some(name) = name else {
+                if let Some((key, _)) = properties.iter().next() {
+                    let line = positions
+                        .first()
+                        .filter(|header| header.name.is_empty())
+                        .and_then(|header| header.key_line(key, 0))
+                        .unwrap_or(1);
+                    return Err(ConfigError::new(
+                        Location::file(file).key(key, line),
+                        "key outside of any section",
+                    ));
+                }
+                continue;
+            };
+            let header = headers
+                .find(|header| header.name == name)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(first) = sections.iter().find(|section| section.name == name) {
+                return Err(ConfigError::new(
+                    Location::section(file, name, header.line),
+                    format!("section defined twice (first at line {})", first.line),
+                ));
+            }
+            let mut entries: Vec<IniEntry> = Vec::new();
+            for (key, value) in properties.iter() {
+                let seen = entries.iter().filter(|entry| entry.key == key).count();
+                let line = header.key_line(key, seen).unwrap_or(header.line);
+                if entries.iter().any(|entry| entry.key == key) {
+                    return Err(ConfigError::new(
+                        Location::section(file, name, header.line).key(key, line),
+                        "key defined twice in this section",
+                    ));
+                }
+                entries.push(IniEntry {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    line,
+                });
+            }
+            sections.push(IniSection {
+                name: name.to_string(),
+                line: header.line,
+                entries,
+            });
+        }
+        Ok(IniDocument {
+            file: file.to_string(),
+            sections,
+        })
+    }
+}
+
+/// Cuts ` ; comment` from unindented lines, keeping the line count.
+fn strip_inline_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        let indented = body.starts_with([' ', '\t']);
+        let cut = (!indented)
+            .then(|| body.find(" ;").or_else(|| body.find("\t;")))
+            .flatten();
+        out.push_str(cut.map_or(body, |at| body[..at].trim_end()));
+        out.push_str(newline);
+    }
+    out
+}
+
+#[derive(Clone, Debug, Default)]
+struct HeaderPosition {
+    name: String,
+    line: usize,
+    keys: Vec<(String, usize)>,
+}
+
+impl HeaderPosition {
+    /// The line of the `nth` (from 0) occurrence of `key`.
+    fn key_line(&self, key: &str, nth: usize) -> Option<usize> {
+        self.keys
+            .iter()
+            .filter(|(name, _)| name == key)
+            .nth(nth)
+            .map(|(_, line)| *line)
+    }
+}
+
+/// Finds the line of each section header and each key, in order. Indented
+/// lines continue a multi-line value and are skipped; the leading entry with
+/// an empty name collects keys written before any section.
+fn scan_positions(text: &str) -> Vec<HeaderPosition> {
+    let mut positions = vec![HeaderPosition::default()];
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        if line.starts_with([' ', '\t']) || line.is_empty() {
+            continue;
+        }
+        if line.starts_with([';', '#']) {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            let name = rest.split(']').next().unwrap_or_default().trim();
+            positions.push(HeaderPosition {
+                name: name.to_string(),
+                line: number,
+                keys: Vec::new(),
+            });
+            continue;
+        }
+        if let Some(end) = line.find(['=', ':']) {
+            let key = line[..end].trim().to_string();
+            if let Some(current) = positions.last_mut() {
+                current.keys.push((key, number));
+            }
+        }
+    }
+    positions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_keys_and_lines_in_order() {
+        let text = "; a comment\n[hosts]\nlocalhost = tick, supervisor\n\n[component:tick]\npriority = 20 ; inline\ncommand =\n    first\n    second\n";
+        let doc = IniDocument::parse("environments/dev.cfg", text).unwrap();
+        assert_eq!(doc.sections.len(), 2);
+        assert_eq!(doc.sections[0].name, "hosts");
+        assert_eq!(doc.sections[0].line, 2);
+        assert_eq!(doc.sections[0].entries[0].line, 3);
+        let tick = &doc.sections[1];
+        assert_eq!(tick.get("priority").unwrap().value, "20");
+        assert_eq!(tick.get("priority").unwrap().line, 6);
+        assert_eq!(tick.get("command").unwrap().value, "first\nsecond");
+    }
+
+    #[test]
+    fn duplicate_section_is_refused_with_both_lines() {
+        let err = IniDocument::parse("c.cfg", "[a]\nx = 1\n[a]\ny = 2\n").unwrap_err();
+        assert_eq!(err.location.line, Some(3));
+        assert!(err.message.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_key_is_refused() {
+        let err = IniDocument::parse("c.cfg", "[a]\nx = 1\nx = 2\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "c.cfg:3 [a] x: key defined twice in this section"
+        );
+    }
+
+    #[test]
+    fn key_outside_section_is_refused() {
+        let err = IniDocument::parse("c.cfg", "x = 1\n[a]\n").unwrap_err();
+        assert_eq!(err.location.line, Some(1));
+    }
+
+    #[test]
+    fn malformed_header_names_the_line() {
+        let err = IniDocument::parse("c.cfg", "[a]\nx = 1\n[broken\n").unwrap_err();
+        assert!(err.to_string().starts_with("c.cfg:"), "{err}");
+        assert!(err.message.contains("malformed INI"), "{err}");
+    }
+}

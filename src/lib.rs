@@ -1,0 +1,220 @@
+//! tack deploys components the way a build system builds: every action is a
+//! node with a content-addressed key, and a repeated deploy runs only what
+//! changed. ARCHITECTURE.md has the map; [`run`] is the entry point.
+
+pub mod apply;
+pub mod atomic;
+pub mod cli;
+pub mod component;
+pub mod configure;
+pub mod db;
+pub mod deploy;
+pub mod environment;
+pub mod error;
+pub mod executor;
+pub mod fingerprint;
+pub mod graph;
+pub mod ini_file;
+pub mod observe;
+pub mod plan;
+pub mod provenance;
+pub mod reason;
+pub mod report;
+pub mod state;
+pub mod template;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, Target};
+use crate::configure::{environment_def, host_graph};
+use crate::db::{Database, Deployment};
+use crate::deploy::{deploy_host, Options};
+use crate::environment::{ConnectMethod, EnvironmentDef};
+use crate::error::{ConfigError, Error, Result};
+use crate::graph::HostGraph;
+use crate::report::Reporter;
+
+/// Runs tack with `args` (program name first) and returns the exit code:
+/// 0 on success, 1 when a node failed, 2 when tack stopped before touching
+/// the host (bad configuration, bad usage).
+pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match dispatch(cli) {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("error: {error}");
+            error.exit_code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Local(args) => {
+            let options = options(&args.target, args.dry_run, args.explain, args.diff)?;
+            let options = Options {
+                jobs: args.jobs.unwrap_or(options.jobs),
+                force: args.force,
+                ..options
+            };
+            deploy(&args.target, &options)
+        }
+        Command::Explain(args) => {
+            let options = Options {
+                only: args.node,
+                ..options(&args.target, true, true, args.diff)?
+            };
+            deploy(&args.target, &options)
+        }
+        Command::Graph(args) => {
+            for graph in configure_all(&args.target)? {
+                print!("{}", graph.to_dot());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<Options> {
+    let root = target
+        .dir
+        .canonicalize()
+        .map_err(|error| Error::io("open deployment directory", &target.dir, error))?;
+    Ok(Options {
+        root,
+        environment: target.env.clone(),
+        dry_run,
+        explain,
+        diff,
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        force: Vec::new(),
+        only: None,
+    })
+}
+
+fn deploy(target: &Target, options: &Options) -> Result<()> {
+    let graphs = configure_all(target)?;
+    let several = graphs.len() > 1;
+    let mut failed = None;
+    for graph in &graphs {
+        let prefix = if several {
+            format!("{}: ", graph.host)
+        } else {
+            String::new()
+        };
+        let reporter = Reporter::new(options.explain, prefix);
+        if let Err(error) = deploy_host(graph, options, &reporter) {
+            failed = Some(error);
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// Configures the whole environment (every host, so provide/require
+/// resolves across hosts and every mistake is found) and returns the
+/// graphs of the hosts this run deploys. Nothing is written.
+fn configure_all(target: &Target) -> Result<Vec<Arc<HostGraph>>> {
+    let root = target
+        .dir
+        .canonicalize()
+        .map_err(|error| Error::io("open deployment directory", &target.dir, error))?;
+    let db = Database::new(&root);
+    let deployment = Deployment::new(&db, root.clone(), target.env.clone());
+    let env = environment_def(&db, deployment)
+        .clone()
+        .map_err(|error| unknown_environment_hint(error, &root))?;
+    let mut graphs = Vec::new();
+    let mut errors: Vec<ConfigError> = Vec::new();
+    for host in &env.hosts {
+        match host_graph(&db, deployment, host.name.clone()) {
+            Ok(graph) => graphs.push(graph.clone()),
+            Err(host_errors) => {
+                for error in host_errors {
+                    if !errors.contains(error) {
+                        errors.push(error.clone());
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Configs(errors));
+    }
+    let selected = select_hosts(&env, target.host.as_deref())?;
+    Ok(graphs
+        .into_iter()
+        .filter(|graph| selected.contains(&graph.host))
+        .collect())
+}
+
+/// The hosts `tack local` deploys: `--host`, else every host when the
+/// environment connects locally, else the hosts naming this machine.
+fn select_hosts(env: &EnvironmentDef, wanted: Option<&str>) -> Result<Vec<String>> {
+    let names: Vec<String> = env.hosts.iter().map(|host| host.name.clone()).collect();
+    if let Some(wanted) = wanted {
+        if !names.iter().any(|name| name == wanted) {
+            return Err(Error::Usage(format!(
+                "host `{wanted}` is not in {} (hosts: {})",
+                env.file,
+                names.join(", ")
+            )));
+        }
+        return Ok(vec![wanted.to_string()]);
+    }
+    if env.connect_method == ConnectMethod::Local {
+        return Ok(names);
+    }
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_default();
+    let short = hostname.split('.').next().unwrap_or_default().to_string();
+    let local: Vec<String> = names
+        .iter()
+        .filter(|name| {
+            ["localhost", "127.0.0.1", hostname.as_str(), short.as_str()].contains(&name.as_str())
+        })
+        .cloned()
+        .collect();
+    if local.is_empty() {
+        return Err(Error::Usage(format!(
+            "no host of {} is this machine (`{hostname}`); pick one with --host (hosts: {})",
+            env.file,
+            names.join(", ")
+        )));
+    }
+    Ok(local)
+}
+
+/// Adds the environments that do exist to an unknown-environment error.
+fn unknown_environment_hint(mut error: ConfigError, root: &Path) -> Error {
+    if error.message.starts_with("unknown environment") {
+        let mut known: Vec<String> = std::fs::read_dir(root.join("environments"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().to_string();
+                name.strip_suffix(".cfg").map(str::to_string)
+            })
+            .collect();
+        known.sort();
+        let known = if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        };
+        error.message = format!("{} (known environments: {known})", error.message);
+    }
+    Error::Config(error)
+}

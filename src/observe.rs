@@ -1,0 +1,160 @@
+//! Looking at what is deployed: stat first, hash only when the stat moved.
+//!
+//! This is the only place planning reads the host. A file whose stat
+//! (size, mtime, ctime, inode, mode) equals the one recorded after tack
+//! last wrote it is trusted without being read, as git trusts its index;
+//! ctime is included because no user tool can set it back.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::fingerprint::Fingerprint;
+use crate::graph::Action;
+use crate::state::Observed;
+
+/// How the target compares with what the node wants there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// As desired. For files, the stat and hash to record.
+    Matches(Option<Observed>),
+    Missing,
+    /// Present but different; each string says how.
+    Differs(Vec<String>),
+}
+
+/// Observes `action`'s target. `trusted` is the record of the last write,
+/// used only when the node's output has not changed since.
+pub fn observe(action: &Action, trusted: Option<&Observed>) -> Observation {
+    match action {
+        Action::File {
+            target,
+            content,
+            mode,
+        } => observe_file(target, content, *mode, trusted),
+        Action::Directory { target, mode } => match fs::symlink_metadata(target) {
+            Err(_) => Observation::Missing,
+            Ok(meta) if !meta.is_dir() => Observation::Differs(vec!["is not a directory".into()]),
+            Ok(meta) if meta.mode() & 0o7777 != *mode => Observation::Differs(vec![format!(
+                "mode is {:04o}, expected {mode:04o}",
+                meta.mode() & 0o7777
+            )]),
+            Ok(_) => Observation::Matches(None),
+        },
+        Action::Symlink { target, points_to } => match fs::read_link(target) {
+            Ok(found) if found == Path::new(points_to) => Observation::Matches(None),
+            Ok(found) => Observation::Differs(vec![format!(
+                "points to `{}`, expected `{points_to}`",
+                found.display()
+            )]),
+            Err(error) if error.kind() == ErrorKind::NotFound => Observation::Missing,
+            Err(_) => Observation::Differs(vec!["is not a symlink".into()]),
+        },
+    }
+}
+
+fn observe_file(
+    target: &Path,
+    content: &[u8],
+    mode: u32,
+    trusted: Option<&Observed>,
+) -> Observation {
+    let meta = match fs::symlink_metadata(target) {
+        Ok(meta) => meta,
+        Err(_) => return Observation::Missing,
+    };
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Observation::Differs(vec![format!("is {what}")]);
+    }
+    let wanted = Fingerprint::of_bytes(content);
+    if let Some(trusted) = trusted {
+        if trusted.hash == wanted && stat_matches(trusted, &meta) {
+            return Observation::Matches(Some(*trusted));
+        }
+    }
+    let Ok(bytes) = fs::read(target) else {
+        return Observation::Differs(vec!["cannot be read".into()]);
+    };
+    let observed = observed_from(&meta, Fingerprint::of_bytes(&bytes));
+    let mut differences = Vec::new();
+    if observed.hash != wanted {
+        differences.push(format!(
+            "content changed (expected blake3 {wanted}, found {})",
+            observed.hash
+        ));
+    }
+    if observed.mode != mode {
+        differences.push(format!(
+            "mode is {:04o}, expected {mode:04o}",
+            observed.mode
+        ));
+    }
+    if differences.is_empty() {
+        Observation::Matches(Some(observed))
+    } else {
+        Observation::Differs(differences)
+    }
+}
+
+fn stat_matches(trusted: &Observed, meta: &fs::Metadata) -> bool {
+    trusted.size == meta.size()
+        && trusted.mtime == (meta.mtime(), meta.mtime_nsec())
+        && trusted.ctime == (meta.ctime(), meta.ctime_nsec())
+        && trusted.ino == meta.ino()
+        && trusted.mode == meta.mode() & 0o7777
+}
+
+pub fn observed_from(meta: &fs::Metadata, hash: Fingerprint) -> Observed {
+    Observed {
+        size: meta.size(),
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
+        ino: meta.ino(),
+        mode: meta.mode() & 0o7777,
+        hash,
+    }
+}
+
+/// Stats `path` after tack wrote `content` there.
+pub fn observe_written(path: &Path, content: &[u8]) -> std::io::Result<Observed> {
+    let meta = fs::symlink_metadata(path)?;
+    Ok(observed_from(&meta, Fingerprint::of_bytes(content)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn file(target: &Path, content: &str) -> Action {
+        Action::File {
+            target: target.to_path_buf(),
+            content: Arc::from(content.as_bytes()),
+            mode: 0o644,
+        }
+    }
+
+    #[test]
+    fn trusted_stat_skips_reading_and_a_changed_file_is_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        crate::atomic::write_atomically(&path, b"one\n", 0o644, false).unwrap();
+        let trusted = observe_written(&path, b"one\n").unwrap();
+        assert_eq!(
+            observe(&file(&path, "one\n"), Some(&trusted)),
+            Observation::Matches(Some(trusted))
+        );
+
+        fs::write(&path, "two\n").unwrap();
+        let Observation::Differs(why) = observe(&file(&path, "one\n"), Some(&trusted)) else {
+            panic!("a hand edit must be seen");
+        };
+        assert!(why[0].starts_with("content changed"), "{why:?}");
+    }
+}

@@ -1,0 +1,109 @@
+//! Deciding, per node, whether it runs, and why.
+//!
+//! A node runs when what is on the host differs from what it should be
+//! (missing, edited by hand, a changed key with a changed output) or when
+//! forced. The reasons say why, and a node that does not run can still
+//! have reasons: its inputs changed but its output did not, and that is
+//! worth telling. `--dry-run` stops after this step.
+
+use crate::graph::NodeSpec;
+use crate::observe::{observe, Observation};
+use crate::reason::{input_changes, Reason};
+use crate::state::{NodeRecord, Observed};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Deployed as recorded: nothing to do, nothing to record.
+    Fresh,
+    /// The host is right, the record is not (new key, new stat): update the
+    /// record only.
+    Record,
+    /// Apply the node.
+    Run,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reasons: Vec<Reason>,
+    /// For `Record`: what the host has now.
+    pub observed: Option<Observed>,
+}
+
+pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Decision {
+    let output = node.action.output();
+    let unchanged_output = record.filter(|r| r.finished && r.output == output);
+    let trusted = unchanged_output.and_then(|r| r.observed.as_ref());
+    let observation = observe(&node.action, trusted);
+
+    let mut reasons = Vec::new();
+    match record {
+        None => reasons.push(Reason::NeverApplied),
+        Some(record) => {
+            if !record.finished {
+                reasons.push(Reason::LastAttemptUnfinished);
+            }
+            if record.key != node.key {
+                reasons.extend(input_changes(&record.inputs, &node.inputs));
+            }
+        }
+    }
+    if forced {
+        reasons.push(Reason::Forced);
+    }
+    let path = node.action.target().clone();
+    match observation {
+        Observation::Matches(observed) if forced => Decision {
+            verdict: Verdict::Run,
+            reasons,
+            observed,
+        },
+        Observation::Matches(observed) => {
+            let key_changed = record.is_some_and(|r| r.key != node.key);
+            if key_changed && record.is_some_and(|r| r.output == output) {
+                reasons.push(Reason::OutputUnchanged);
+            }
+            let same_record = record.is_some_and(|r| {
+                r.finished && r.key == node.key && r.output == output && r.observed == observed
+            });
+            let verdict = if same_record {
+                Verdict::Fresh
+            } else {
+                Verdict::Record
+            };
+            Decision {
+                verdict,
+                reasons,
+                observed,
+            }
+        }
+        Observation::Missing => {
+            if record.is_some() {
+                reasons.push(Reason::Missing { path });
+            }
+            Decision {
+                verdict: Verdict::Run,
+                reasons,
+                observed: None,
+            }
+        }
+        Observation::Differs(differences) => {
+            // With the output unchanged since the last apply, a difference
+            // can only come from outside: drift. Otherwise the changed
+            // inputs already explain it.
+            if unchanged_output.is_some() || record.is_none() {
+                for what in differences {
+                    reasons.push(Reason::Drift {
+                        path: path.clone(),
+                        what,
+                    });
+                }
+            }
+            Decision {
+                verdict: Verdict::Run,
+                reasons,
+                observed: None,
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Values that remember where they came from.
+//!
+//! Every value a node reads is kept as an [`Input`]: what it is now, the
+//! place in the deployment's files where a person can change it, and the
+//! inputs it was computed from. A provided value rendered from the
+//! provider's attributes carries those attributes in `via`, so an
+//! explanation can walk from a deployed file back to the line someone
+//! edited. Only `value` is hashed into a node's key; `origin` and `via`
+//! exist to explain.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Location;
+
+/// A string read from a config file, with its location.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Sourced {
+    pub value: String,
+    pub location: Location,
+}
+
+impl Sourced {
+    pub fn new(value: impl Into<String>, location: Location) -> Sourced {
+        Sourced {
+            value: value.into(),
+            location,
+        }
+    }
+}
+
+/// One named input of a node, or of a value a node read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Input {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Location>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub via: BTreeMap<String, Input>,
+}
+
+impl Input {
+    pub fn plain(value: impl Into<String>) -> Input {
+        Input {
+            value: value.into(),
+            origin: None,
+            via: BTreeMap::new(),
+        }
+    }
+
+    pub fn sourced(sourced: &Sourced) -> Input {
+        Input {
+            value: sourced.value.clone(),
+            origin: Some(sourced.location.clone()),
+            via: BTreeMap::new(),
+        }
+    }
+
+    pub fn at(value: impl Into<String>, origin: Location) -> Input {
+        Input {
+            value: value.into(),
+            origin: Some(origin),
+            via: BTreeMap::new(),
+        }
+    }
+
+    pub fn with_via(mut self, via: BTreeMap<String, Input>) -> Input {
+        self.via = via;
+        self
+    }
+}
+
+/// The named inputs of one node, in a stable order.
+pub type Inputs = BTreeMap<String, Input>;

@@ -1,0 +1,132 @@
+//! What a deploy prints: one batou-style line per node that ran, reasons
+//! under it with `--explain`, a diff with `--diff`, and a summary line.
+//!
+//! Nodes finish on several threads; every block of text for one node is
+//! written under one lock, so lines from parallel nodes never interleave.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use similar::TextDiff;
+
+use crate::reason::Reason;
+
+/// batou caps diffs at 200 lines; so do we.
+const DIFF_LINES: usize = 200;
+
+pub struct Reporter {
+    out: Mutex<std::io::Stdout>,
+    pub explain: bool,
+    pub prefix: String,
+}
+
+impl Reporter {
+    pub fn new(explain: bool, prefix: String) -> Reporter {
+        Reporter {
+            out: Mutex::new(std::io::stdout()),
+            explain,
+            prefix,
+        }
+    }
+
+    /// Prints `verb display`, then reasons and a diff as asked.
+    pub fn node(&self, verb: &str, display: &str, reasons: &[Reason], diff: Option<&str>) {
+        let mut block = format!("{verb} {}{display}\n", self.prefix);
+        if self.explain {
+            for reason in reasons {
+                block.push_str(&reason.render("    "));
+            }
+        }
+        if let Some(diff) = diff {
+            block.push_str(diff);
+        }
+        self.write(&block);
+    }
+
+    pub fn line(&self, text: &str) {
+        self.write(&format!("{text}\n"));
+    }
+
+    fn write(&self, text: &str) {
+        let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = out.lock();
+        // A closed pipe (`tack ... | head`) is not a deploy failure.
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// A unified diff of a text file's old and new content, indented, capped.
+/// `None` when either side is not UTF-8 text.
+pub fn text_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> Option<String> {
+    let old = std::str::from_utf8(old.unwrap_or_default()).ok()?;
+    let new = std::str::from_utf8(new).ok()?;
+    let diff = TextDiff::from_lines(old, new);
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("{path} (deployed)"), &format!("{path} (new)"))
+        .to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut shown: String = lines
+        .iter()
+        .take(DIFF_LINES)
+        .map(|line| format!("    {line}\n"))
+        .collect();
+    if lines.len() > DIFF_LINES {
+        shown.push_str(&format!(
+            "    ... {} more diff lines\n",
+            lines.len() - DIFF_LINES
+        ));
+    }
+    Some(shown)
+}
+
+/// Counts for the summary line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub updated: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Summary {
+    pub fn line(&self, host: &str, dry_run: bool, elapsed: Duration) -> String {
+        let seconds = elapsed.as_secs_f64();
+        if dry_run {
+            format!(
+                "{host}: {} would update, {} unchanged (dry run: nothing changed) in {seconds:.3}s",
+                self.updated, self.unchanged
+            )
+        } else {
+            format!(
+                "{host}: {} updated, {} unchanged, {} failed, {} skipped in {seconds:.3}s",
+                self.updated, self.unchanged, self.failed, self.skipped
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_shows_changed_lines() {
+        let diff = text_diff(
+            "etc/app.ini",
+            Some(b"port = 5432\nhost = db\n"),
+            b"port = 5433\nhost = db\n",
+        )
+        .unwrap();
+        assert!(diff.contains("    -port = 5432\n"), "{diff}");
+        assert!(diff.contains("    +port = 5433\n"), "{diff}");
+    }
+
+    #[test]
+    fn binary_content_has_no_diff() {
+        assert_eq!(text_diff("a", Some(&[0xff, 0xfe]), b"x"), None);
+    }
+}

@@ -1,0 +1,252 @@
+//! Jinja templates, rendered strictly, reporting which variables they read.
+//!
+//! An undefined variable is an error, never an empty string: a typo in a
+//! template must not deploy a broken config. Besides the text, rendering
+//! returns the context variables the template refers to as named
+//! [`Input`]s, so a node's key covers exactly what its template reads and
+//! an attribute no template uses invalidates nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+
+use crate::error::{ConfigError, Location};
+use crate::provenance::{Input, Inputs};
+
+/// What a template can see: attributes, `workdir`, `host`, `environment`,
+/// and each required key as a list of records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TemplateContext {
+    pub vars: BTreeMap<String, ContextVar>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ContextVar {
+    Text(Input),
+    Records(Vec<ProvidedRecord>),
+}
+
+/// The values one component provided for a key, as a requirer sees them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProvidedRecord {
+    pub host: String,
+    pub component: String,
+    pub fields: BTreeMap<String, Input>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub text: String,
+    /// The context variables the template refers to, named `var NAME` or
+    /// `var KEY[host/component].FIELD` for provided values.
+    pub inputs: Inputs,
+}
+
+/// Rendering gives up after this many instructions, so a runaway loop in a
+/// template is an error rather than a hang.
+const FUEL: u64 = 50_000_000;
+
+impl TemplateContext {
+    fn to_value(&self) -> Value {
+        let map: BTreeMap<&str, Value> = self
+            .vars
+            .iter()
+            .map(|(name, var)| {
+                let value = match var {
+                    ContextVar::Text(input) => Value::from(input.value.clone()),
+                    ContextVar::Records(records) => Value::from(
+                        records
+                            .iter()
+                            .map(|record| {
+                                let fields: BTreeMap<&str, &str> = record
+                                    .fields
+                                    .iter()
+                                    .map(|(k, v)| (k.as_str(), v.value.as_str()))
+                                    .collect();
+                                Value::from_serialize(fields)
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                };
+                (name.as_str(), value)
+            })
+            .collect();
+        Value::from_serialize(map)
+    }
+
+    /// The named inputs behind the variables in `used`.
+    fn inputs_for(&self, used: &BTreeSet<String>) -> Inputs {
+        let mut inputs = Inputs::new();
+        for name in used {
+            match self.vars.get(name) {
+                Some(ContextVar::Text(input)) => {
+                    inputs.insert(format!("var {name}"), input.clone());
+                }
+                Some(ContextVar::Records(records)) => {
+                    inputs.insert(
+                        format!("var {name}"),
+                        Input::plain(format!("{} provided", records.len())),
+                    );
+                    for record in records {
+                        for (field, input) in &record.fields {
+                            let label =
+                                format!("var {name}[{}/{}].{field}", record.host, record.component);
+                            inputs.insert(label, input.clone());
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        inputs
+    }
+}
+
+/// Renders `source`. `origin` is where the template text lives: a source
+/// file, or the config key holding inline text; errors point there.
+pub fn render(
+    source: &str,
+    origin: &Location,
+    context: &TemplateContext,
+) -> Result<Rendered, ConfigError> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_keep_trailing_newline(true);
+    env.set_fuel(Some(FUEL));
+    let name = origin.file.clone();
+    let template = env
+        .template_from_named_str(&name, source)
+        .map_err(|error| template_error(&error, origin, context, &BTreeSet::new()))?;
+    let used: BTreeSet<String> = template.undeclared_variables(false).into_iter().collect();
+    let text = template
+        .render(context.to_value())
+        .map_err(|error| template_error(&error, origin, context, &used))?;
+    Ok(Rendered {
+        text,
+        inputs: context.inputs_for(&used),
+    })
+}
+
+fn template_error(
+    error: &minijinja::Error,
+    origin: &Location,
+    context: &TemplateContext,
+    used: &BTreeSet<String>,
+) -> ConfigError {
+    let location = match (error.line(), origin.key.is_some()) {
+        // Inline text: count lines from the key that holds it.
+        (Some(line), true) => origin.at_line(origin.line.unwrap_or(1) + line - 1),
+        (Some(line), false) => origin.at_line(line),
+        (None, _) => origin.clone(),
+    };
+    let message = match error.kind() {
+        minijinja::ErrorKind::UndefinedError => {
+            let unknown: Vec<&str> = used
+                .iter()
+                .filter(|name| !context.vars.contains_key(*name))
+                .map(String::as_str)
+                .collect();
+            let known: Vec<&str> = context.vars.keys().map(String::as_str).collect();
+            if unknown.is_empty() {
+                format!(
+                    "undefined value in template: {}",
+                    error.detail().unwrap_or("a field or index does not exist")
+                )
+            } else {
+                format!(
+                    "undefined variable `{}` in template (defined: {})",
+                    unknown.join("`, `"),
+                    known.join(", ")
+                )
+            }
+        }
+        minijinja::ErrorKind::SyntaxError => format!(
+            "template syntax error: {}",
+            error.detail().unwrap_or("invalid syntax")
+        ),
+        _ => format!(
+            "template error: {}",
+            error.detail().unwrap_or(&error.to_string())
+        ),
+    };
+    ConfigError::new(location, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> TemplateContext {
+        let mut vars = BTreeMap::new();
+        vars.insert("priority".into(), ContextVar::Text(Input::plain("10")));
+        vars.insert("unused".into(), ContextVar::Text(Input::plain("x")));
+        let mut fields = BTreeMap::new();
+        fields.insert("name".into(), Input::plain("tick"));
+        vars.insert(
+            "programs".into(),
+            ContextVar::Records(vec![ProvidedRecord {
+                host: "localhost".into(),
+                component: "tick".into(),
+                fields,
+            }]),
+        );
+        TemplateContext { vars }
+    }
+
+    #[test]
+    fn renders_and_reports_the_variables_it_read() {
+        let rendered = render(
+            "p={{ priority }}\n{% for p in programs %}{{ p.name }}\n{% endfor %}",
+            &Location::file("components/a/x.cfg"),
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(rendered.text, "p=10\ntick\n");
+        let names: Vec<&str> = rendered.inputs.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "var priority",
+                "var programs",
+                "var programs[localhost/tick].name"
+            ]
+        );
+    }
+
+    #[test]
+    fn undefined_variable_is_named() {
+        let err = render(
+            "a\n{{ prioity }}\n",
+            &Location::file("components/a/x"),
+            &context(),
+        )
+        .unwrap_err();
+        assert_eq!(err.location.line, Some(2));
+        assert!(
+            err.message.contains("undefined variable `prioity`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let err = render(
+            "ok\n{% if %}\n",
+            &Location::file("components/a/x"),
+            &context(),
+        )
+        .unwrap_err();
+        assert_eq!(err.location.line, Some(2));
+        assert!(err.message.starts_with("template syntax error"), "{err}");
+    }
+
+    #[test]
+    fn html_is_not_escaped() {
+        let mut ctx = context();
+        ctx.vars
+            .insert("v".into(), ContextVar::Text(Input::plain("<a & b>")));
+        let rendered = render("{{ v }}", &Location::file("x.html"), &ctx).unwrap();
+        assert_eq!(rendered.text, "<a & b>");
+    }
+}
