@@ -685,3 +685,161 @@ fn read_text(db: &dyn Db, path: &str) -> Option<Result<String, ConfigError>> {
             .map_err(|_| ConfigError::new(Location::file(path), "is not UTF-8 text")),
     )
 }
+
+/// Which queries re-execute after an edit: incrementality is asserted
+/// from salsa's event log, not assumed.
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::db::Database;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        db: Database,
+        deployment: Deployment,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let files = [
+                ("environments/dev.cfg", "[hosts]\nlocalhost = tick, supervisor, other\n"),
+                (
+                    "components/tick/component.cfg",
+                    "[attributes]\npriority = 10\nunused = a\n\n[file:tick.sh]\nmode = 0755\n\n[provide:programs]\nname = tick\npriority = {{ priority }}\n",
+                ),
+                ("components/tick/tick.sh", "#!/bin/sh\necho tick\n"),
+                (
+                    "components/supervisor/component.cfg",
+                    "[require:programs]\n\n[file:supervisord.conf]\n",
+                ),
+                (
+                    "components/supervisor/supervisord.conf",
+                    "{% for p in programs %}[program:{{ p.name }}]\npriority = {{ p.priority }}\n{% endfor %}",
+                ),
+                ("components/other/component.cfg", "[file:other.txt]\ncontent = other\n"),
+            ];
+            for (path, text) in files {
+                let path = dir.path().join(path);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(path, text).unwrap();
+            }
+            let db = Database::with_query_log(dir.path());
+            let deployment = Deployment::new(&db, dir.path().to_path_buf(), "dev".to_string());
+            Fixture {
+                dir,
+                db,
+                deployment,
+            }
+        }
+
+        fn configure(&self) -> Arc<HostGraph> {
+            host_graph(&self.db, self.deployment, "localhost".into())
+                .clone()
+                .unwrap()
+        }
+
+        fn edit(&mut self, path: &str, from: &str, to: &str) {
+            let full = self.dir.path().join(path);
+            let text = fs::read_to_string(&full).unwrap().replace(from, to);
+            fs::write(full, text).unwrap();
+            self.db.reload(path);
+        }
+
+        /// The queries executed since the last call, with how often.
+        fn executed(&self) -> Vec<String> {
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for name in self.db.take_executed() {
+                *counts.entry(name).or_default() += 1;
+            }
+            counts
+                .into_iter()
+                .map(|(name, count)| format!("{name} x{count}"))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_provided_attribute_reaches_the_requirer_and_nothing_else() {
+        let mut fixture = Fixture::new();
+        fixture.configure();
+        fixture.executed();
+
+        fixture.edit(
+            "components/tick/component.cfg",
+            "priority = 10",
+            "priority = 20",
+        );
+        let graph = fixture.configure();
+        let conf = graph
+            .nodes
+            .iter()
+            .find(|node| node.id == "supervisor/file:supervisord.conf")
+            .unwrap();
+        let Action::File { content, .. } = &conf.action else {
+            panic!("a file node")
+        };
+        assert!(String::from_utf8_lossy(content).contains("priority = 20"));
+        // Tick's file does not read `priority`: its nodes are rebuilt but
+        // equal, and `other` is never looked at again.
+        assert_eq!(
+            fixture.executed(),
+            [
+                "attributes x1",
+                "component_def x1",
+                "component_nodes x2",
+                "host_graph x1",
+                "provided x1",
+                "template_context x2",
+                "wiring x1",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_attribute_no_template_reads_stops_before_the_graph() {
+        let mut fixture = Fixture::new();
+        fixture.configure();
+        fixture.executed();
+
+        fixture.edit("components/tick/component.cfg", "unused = a", "unused = b");
+        fixture.configure();
+        let executed = fixture.executed();
+        assert!(
+            !executed.iter().any(|q| q.starts_with("host_graph")),
+            "{executed:?}"
+        );
+        assert!(
+            executed.contains(&"template_context x1".to_string()),
+            "{executed:?}"
+        );
+    }
+
+    #[test]
+    fn a_source_file_edit_rerenders_only_its_component() {
+        let mut fixture = Fixture::new();
+        fixture.configure();
+        fixture.executed();
+
+        fixture.edit("components/tick/tick.sh", "echo tick", "echo tock");
+        fixture.configure();
+        assert_eq!(fixture.executed(), ["component_nodes x1", "host_graph x1"]);
+    }
+
+    #[test]
+    fn an_environment_comment_changes_nothing_downstream() {
+        let mut fixture = Fixture::new();
+        fixture.configure();
+        fixture.executed();
+
+        let path = "environments/dev.cfg";
+        let full = fixture.dir.path().join(path);
+        let text = fs::read_to_string(&full).unwrap() + "; a comment at the end\n";
+        fs::write(full, text).unwrap();
+        fixture.db.reload(path);
+        fixture.configure();
+        assert_eq!(fixture.executed(), ["environment_def x1"]);
+    }
+}
