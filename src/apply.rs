@@ -1,52 +1,99 @@
 //! The side effects: making a node's target what it should be.
 //!
 //! **Architecture Invariant:** this is the only module that changes the
-//! deployed world, and every change is atomic per target: files and
-//! symlinks are created under a temp name in the same directory and
-//! renamed into place.
+//! deployed world. Files and symlinks are replaced atomically (a temp name
+//! in the same directory, then a rename); steps run through
+//! [`crate::runner`]; services are started and signalled through pid files
+//! and [`crate::process`].
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::atomic::write_atomically;
 use crate::error::Error;
-use crate::graph::Action;
-use crate::observe::observe_written;
+use crate::graph::{Action, Bootstrap, CommandSpec, Reload, ServiceSpec};
+use crate::observe::{observe_written, python_version};
+use crate::plan::Decision;
+use crate::process::Process;
+use crate::runner::{self, shell_quote, Step};
 use crate::state::Observed;
 
-/// Applies `action`; for files, returns what was written as observed.
-pub fn apply(action: &Action) -> Result<Option<Observed>, Error> {
+/// What applying a node left behind, for its record.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub observed: Option<Observed>,
+    pub process: Option<Process>,
+    pub produced: Vec<PathBuf>,
+    pub facts: BTreeMap<String, String>,
+}
+
+/// Applies `action`. `progress` is called now and then while a long step
+/// runs, with the time it has taken so far.
+pub fn apply(
+    action: &Action,
+    decision: &Decision,
+    progress: &dyn Fn(Duration),
+) -> Result<Applied, String> {
     match action {
         Action::File {
             target,
             content,
             mode,
         } => {
-            write_atomically(target, content, *mode, false)?;
+            write_atomically(target, content, *mode, false).map_err(|e| e.to_string())?;
             let observed = observe_written(target, content)
-                .map_err(|error| Error::io("stat", target, error))?;
-            Ok(Some(observed))
+                .map_err(|e| Error::io("stat", target, e).to_string())?;
+            Ok(Applied {
+                observed: Some(observed),
+                ..Applied::default()
+            })
         }
         Action::Directory { target, mode } => {
-            if fs::symlink_metadata(target).is_ok_and(|meta| !meta.is_dir()) {
-                return Err(Error::io(
-                    "create directory",
-                    target,
-                    std::io::Error::other("something else is in the way"),
-                ));
-            }
-            fs::create_dir_all(target)
-                .map_err(|error| Error::io("create directory", target, error))?;
-            fs::set_permissions(target, fs::Permissions::from_mode(*mode))
-                .map_err(|error| Error::io("set the mode of", target, error))?;
-            Ok(None)
+            make_directory(target, *mode).map_err(|e| e.to_string())?;
+            Ok(Applied::default())
         }
         Action::Symlink { target, points_to } => {
-            replace_symlink(target, points_to)?;
-            Ok(None)
+            replace_symlink(target, points_to).map_err(|e| e.to_string())?;
+            Ok(Applied::default())
+        }
+        Action::Command(spec) => run_step(spec, progress),
+        Action::Buildout { run, bootstrap } => {
+            let mut facts = BTreeMap::new();
+            if let Some(bootstrap) = bootstrap {
+                let version = bootstrap_venv(bootstrap, progress)?;
+                facts.insert("python".to_string(), version);
+            }
+            let mut applied = run_step(run, progress)?;
+            applied.facts = facts;
+            Ok(applied)
+        }
+        Action::Service(spec) => {
+            let process = match decision.running {
+                Some(process) => reload(spec, process, progress)?,
+                None => start(spec)?,
+            };
+            Ok(Applied {
+                process: Some(process),
+                ..Applied::default()
+            })
         }
     }
+}
+
+fn make_directory(target: &Path, mode: u32) -> Result<(), Error> {
+    if fs::symlink_metadata(target).is_ok_and(|meta| !meta.is_dir()) {
+        return Err(Error::io(
+            "create directory",
+            target,
+            std::io::Error::other("something else is in the way"),
+        ));
+    }
+    fs::create_dir_all(target).map_err(|error| Error::io("create directory", target, error))?;
+    fs::set_permissions(target, fs::Permissions::from_mode(mode))
+        .map_err(|error| Error::io("set the mode of", target, error))
 }
 
 fn replace_symlink(target: &Path, points_to: &str) -> Result<(), Error> {
@@ -72,4 +119,128 @@ fn replace_symlink(target: &Path, points_to: &str) -> Result<(), Error> {
         let _ = fs::remove_file(&temp);
         Error::io("replace", target, error)
     })
+}
+
+/// Runs a step and checks it produced its declared outputs.
+fn run_step(spec: &CommandSpec, progress: &dyn Fn(Duration)) -> Result<Applied, String> {
+    runner::run(
+        &spec.run,
+        &spec.cwd,
+        &spec.env,
+        Duration::from_secs(spec.timeout_secs),
+        progress,
+    )?;
+    let missing: Vec<String> = spec
+        .outputs
+        .iter()
+        .filter(|path| fs::symlink_metadata(path).is_err())
+        .map(|path| format!("`{}`", path.display()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "`{}` finished but did not produce {}",
+            spec.run,
+            missing.join(", ")
+        ));
+    }
+    Ok(Applied {
+        produced: produced(&spec.outputs),
+        ..Applied::default()
+    })
+}
+
+/// The entries directly inside each output directory: deleting one of them
+/// (`bin/supervisord`) makes the step run again.
+fn produced(outputs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut produced: Vec<PathBuf> = outputs
+        .iter()
+        .filter_map(|output| fs::read_dir(output).ok())
+        .flat_map(|entries| entries.flatten().map(|entry| entry.path()))
+        .collect();
+    produced.sort();
+    produced
+}
+
+/// Makes `bootstrap.venv` with the wanted packages, unless a marker in it
+/// says it already has them for this python. Returns the python version.
+fn bootstrap_venv(bootstrap: &Bootstrap, progress: &dyn Fn(Duration)) -> Result<String, String> {
+    let version = python_version(&bootstrap.python)
+        .ok_or_else(|| format!("cannot run `{} --version`", bootstrap.python))?;
+    let marker = bootstrap.venv.join(".tack-bootstrap");
+    let wanted = format!("python {version}\n{}\n", bootstrap.packages.join("\n"));
+    if fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(version);
+    }
+    if bootstrap.venv.exists() {
+        fs::remove_dir_all(&bootstrap.venv)
+            .map_err(|e| format!("cannot remove `{}`: {e}", bootstrap.venv.display()))?;
+    }
+    let venv = shell_quote(&bootstrap.venv.display().to_string());
+    let packages: Vec<String> = bootstrap.packages.iter().map(|p| shell_quote(p)).collect();
+    let script = format!(
+        "{python} -m venv {venv} && {venv}/bin/python -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25' && {venv}/bin/python -m pip install --quiet --disable-pip-version-check {packages}",
+        python = shell_quote(&bootstrap.python),
+        packages = packages.join(" "),
+    );
+    let cwd = bootstrap.venv.parent().unwrap_or(Path::new("."));
+    runner::run(&script, cwd, &[], Duration::from_secs(1800), progress)?;
+    write_atomically(&marker, wanted.as_bytes(), 0o644, false).map_err(|e| e.to_string())?;
+    Ok(version)
+}
+
+/// Starts a service and waits until its pid file names a live process.
+fn start(spec: &ServiceSpec) -> Result<Process, String> {
+    // A pid file naming a dead process would be mistaken for the new one.
+    if spec.pidfile.exists() && Process::from_pidfile(&spec.pidfile).is_none() {
+        let _ = fs::remove_file(&spec.pidfile);
+    }
+    let mut step = Step::spawn(&spec.start, &spec.cwd, &[])?;
+    let timeout = Duration::from_secs(spec.timeout_secs);
+    let started = Instant::now();
+    loop {
+        if let Some(process) = Process::from_pidfile(&spec.pidfile) {
+            return Ok(process);
+        }
+        if let Some(status) = step.poll()? {
+            if !status.success() {
+                return Err(step.failure(&format!("failed ({status})")));
+            }
+        }
+        if started.elapsed() > timeout {
+            return Err(step.failure(&format!(
+                "started, but `{}` named no running process within {}s",
+                spec.pidfile.display(),
+                spec.timeout_secs
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reloads a running service, which keeps its pid.
+fn reload(
+    spec: &ServiceSpec,
+    process: Process,
+    progress: &dyn Fn(Duration),
+) -> Result<Process, String> {
+    match &spec.reload {
+        Reload::Signal(name) => process.signal(name)?,
+        Reload::Command(command) => runner::run(
+            command,
+            &spec.cwd,
+            &[],
+            Duration::from_secs(spec.timeout_secs),
+            progress,
+        )?,
+    }
+    if process.is_alive() {
+        Ok(process)
+    } else {
+        Process::from_pidfile(&spec.pidfile).ok_or_else(|| {
+            format!(
+                "pid {} exited on reload and nothing took its place",
+                process.pid
+            )
+        })
+    }
 }

@@ -30,6 +30,9 @@ pub enum ResourceKind {
     File,
     Directory,
     Symlink,
+    Command,
+    Buildout,
+    Service,
 }
 
 impl ResourceKind {
@@ -38,7 +41,33 @@ impl ResourceKind {
             "file" => Some(ResourceKind::File),
             "directory" => Some(ResourceKind::Directory),
             "symlink" => Some(ResourceKind::Symlink),
+            "command" => Some(ResourceKind::Command),
+            "buildout" => Some(ResourceKind::Buildout),
+            "service" => Some(ResourceKind::Service),
             _ => None,
+        }
+    }
+
+    /// A barrier runs after every resource above it in its component and
+    /// after the components it requires from; everything below waits for it.
+    pub fn is_barrier(self) -> bool {
+        matches!(
+            self,
+            ResourceKind::Command | ResourceKind::Buildout | ResourceKind::Service
+        )
+    }
+
+    /// `[buildout]` stands alone; every other kind names a path or a name.
+    fn takes_argument(self) -> bool {
+        self != ResourceKind::Buildout
+    }
+
+    fn required_keys(self) -> &'static [&'static str] {
+        match self {
+            ResourceKind::Symlink => &["target"],
+            ResourceKind::Command => &["run"],
+            ResourceKind::Service => &["start", "pidfile"],
+            _ => &[],
         }
     }
 
@@ -48,6 +77,9 @@ impl ResourceKind {
             ResourceKind::File => "file",
             ResourceKind::Directory => "directory",
             ResourceKind::Symlink => "symlink",
+            ResourceKind::Command => "command",
+            ResourceKind::Buildout => "buildout",
+            ResourceKind::Service => "service",
         }
     }
 
@@ -57,6 +89,9 @@ impl ResourceKind {
             ResourceKind::File => "File",
             ResourceKind::Directory => "Directory",
             ResourceKind::Symlink => "Symlink",
+            ResourceKind::Command => "Command",
+            ResourceKind::Buildout => "Buildout",
+            ResourceKind::Service => "Service",
         }
     }
 
@@ -65,6 +100,16 @@ impl ResourceKind {
             ResourceKind::File => &["source", "content", "mode", "template", "sensitive"],
             ResourceKind::Directory => &["mode"],
             ResourceKind::Symlink => &["target"],
+            ResourceKind::Command => &["run", "cwd", "env", "outputs", "timeout"],
+            ResourceKind::Buildout => &[
+                "config",
+                "version",
+                "python",
+                "setuptools",
+                "command",
+                "timeout",
+            ],
+            ResourceKind::Service => &["start", "pidfile", "reload", "timeout"],
         }
     }
 }
@@ -73,7 +118,8 @@ impl ResourceKind {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ResourceDef {
     pub kind: ResourceKind,
-    /// The part after the colon: a path for files, directories and symlinks.
+    /// The part after the colon: a path for files, directories and
+    /// symlinks, a name for commands and services, empty for `[buildout]`.
     pub name: String,
     pub location: Location,
     pub fields: BTreeMap<String, Sourced>,
@@ -116,8 +162,8 @@ pub struct RequireDef {
     pub scope: Scope,
 }
 
-const SECTION_KINDS: &str =
-    "[attributes], [file:PATH], [directory:PATH], [symlink:PATH], [provide:KEY], [require:KEY]";
+const SECTION_KINDS: &str = "[attributes], [file:PATH], [directory:PATH], [symlink:PATH], \
+    [command:NAME], [buildout], [service:NAME], [provide:KEY], [require:KEY]";
 
 impl ComponentDef {
     pub fn parse(name: &str, file: &str, text: &str) -> Result<ComponentDef, ConfigError> {
@@ -205,14 +251,27 @@ impl ComponentDef {
                     scope,
                 });
             }
-            (kind, Some(argument)) if ResourceKind::from_section(kind).is_some() => {
+            (kind, argument) if ResourceKind::from_section(kind).is_some() => {
                 let kind = ResourceKind::from_section(kind).unwrap_or(ResourceKind::File);
-                if argument.is_empty() {
-                    return Err(ConfigError::new(
-                        location,
-                        "a path is required after the colon",
-                    ));
-                }
+                let argument = match (kind.takes_argument(), argument) {
+                    (true, Some(argument)) if !argument.is_empty() => argument,
+                    (true, _) => {
+                        return Err(ConfigError::new(
+                            location,
+                            format!(
+                                "write `[{}:NAME]`: a path or name is required after the colon",
+                                kind.id()
+                            ),
+                        ))
+                    }
+                    (false, None) => "",
+                    (false, Some(_)) => {
+                        return Err(ConfigError::new(
+                            location,
+                            format!("write `[{}]` without a name", kind.id()),
+                        ))
+                    }
+                };
                 for entry in &section.entries {
                     if !kind.keys().contains(&entry.key.as_str()) {
                         let at = location.key(&entry.key, entry.line);
@@ -232,11 +291,13 @@ impl ComponentDef {
                     location: location.clone(),
                     fields: fields(),
                 };
-                if kind == ResourceKind::Symlink && resource.field("target").is_none() {
-                    return Err(ConfigError::new(
-                        resource.location,
-                        "a symlink needs `target = PATH`",
-                    ));
+                for required in kind.required_keys() {
+                    if resource.field(required).is_none() {
+                        return Err(ConfigError::new(
+                            resource.location,
+                            format!("`{required}` is required in a [{}] section", kind.id()),
+                        ));
+                    }
                 }
                 if resource.field("source").is_some() && resource.field("content").is_some() {
                     return Err(ConfigError::new(

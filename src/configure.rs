@@ -17,16 +17,16 @@
 //! what is deployed. `workdir` is computed, never created.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component as PathPart, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::component::{ComponentDef, ResourceDef, ResourceKind, Scope};
+use crate::component::{ComponentDef, Scope};
 use crate::db::{Db, Deployment};
 use crate::environment::EnvironmentDef;
 use crate::error::{ConfigError, Location};
-use crate::fingerprint::{node_key, Fingerprint};
+use crate::fingerprint::node_key;
 use crate::graph::{Action, HostGraph, NodeSpec};
-use crate::provenance::{Input, Inputs, Sourced};
+use crate::provenance::{Input, Sourced};
 use crate::template::{render, ContextVar, ProvidedRecord, TemplateContext};
 
 /// Names every template sees besides attributes; attributes may not use them.
@@ -410,7 +410,7 @@ pub fn provided(
 
 /// The nodes of one placed component, in the order written, each with its
 /// rendered content, named inputs and key. `deps` are indexes within the
-/// component; [`host_graph`] shifts them.
+/// component; [`host_graph`] shifts them and adds the edges to providers.
 #[salsa::tracked(returns(ref))]
 pub fn component_nodes(
     db: &dyn Db,
@@ -421,195 +421,48 @@ pub fn component_nodes(
     let env = environment_def(db, deployment).clone()?;
     let def = component_def(db, deployment, component.clone()).clone()?;
     let context = template_context(db, deployment, host, component.clone()).clone()?;
-    let workdir = workdir(db, deployment, &env, &component);
+    let builder = crate::nodes::NodeBuilder {
+        db,
+        def: &def,
+        context: &context,
+        workdir: workdir(db, deployment, &env, &component),
+        work_dir_setting: &env.work_dir,
+    };
     let mut nodes: Vec<NodeSpec> = Vec::new();
     for resource in &def.resources {
-        let target = resolve_target(&workdir, resource, &env.work_dir, &component)?;
-        let mut inputs = Inputs::new();
-        inputs.insert("kind".into(), Input::plain(resource.kind.id()));
-        inputs.insert(
-            "path".into(),
-            Input::at(&resource.name, resource.location.clone()),
-        );
-        let sensitive = resource.flag("sensitive", false)?;
-        let action = match resource.kind {
-            ResourceKind::File => {
-                let content = file_content(db, &def, resource, &context, sensitive, &mut inputs)?;
-                let mode = mode(resource, if sensitive { 0o600 } else { 0o644 }, &mut inputs)?;
-                Action::File {
-                    target: target.clone(),
-                    content: Arc::from(content),
-                    mode,
-                }
-            }
-            ResourceKind::Directory => Action::Directory {
-                target: target.clone(),
-                mode: mode(resource, 0o755, &mut inputs)?,
-            },
-            ResourceKind::Symlink => {
-                let template = resource
-                    .field("target")
-                    .cloned()
-                    .unwrap_or_else(|| Sourced::new(String::new(), resource.location.clone()));
-                let rendered = render(&template.value, &template.location, &context)?;
-                inputs.extend(rendered.inputs);
-                inputs.insert(
-                    "target".into(),
-                    Input::at(&rendered.text, template.location.clone()),
-                );
-                Action::Symlink {
-                    target: target.clone(),
-                    points_to: rendered.text,
-                }
-            }
-        };
-        // A resource waits for the nearest directory resource above it.
-        let deps = nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, node)| matches!(node.action, Action::Directory { .. }))
-            .filter(|(_, node)| {
-                target.starts_with(node.action.target()) && &target != node.action.target()
-            })
-            .max_by_key(|(_, node)| node.action.target().components().count())
-            .map(|(index, _)| vec![index])
-            .unwrap_or_default();
-        nodes.push(NodeSpec {
-            id: format!("{component}/{}:{}", resource.kind.id(), resource.name),
-            component: component.clone(),
-            display: format!(
-                "{} > {}({})",
-                display_name(&component),
-                resource.kind.title(),
-                resource.name
-            ),
-            key: node_key(&inputs),
-            action,
-            inputs,
-            sensitive,
-            deps,
-        });
+        for mut node in builder.build(resource)? {
+            node.deps = local_deps(&nodes, &node);
+            nodes.push(node);
+        }
     }
     Ok(Arc::new(nodes))
 }
 
-/// The text a file resource deploys, recording its inputs.
-fn file_content(
-    db: &dyn Db,
-    def: &ComponentDef,
-    resource: &ResourceDef,
-    context: &TemplateContext,
-    sensitive: bool,
-    inputs: &mut Inputs,
-) -> Result<Vec<u8>, ConfigError> {
-    let template = resource.flag("template", true)?;
-    inputs.insert("template".into(), Input::plain(template.to_string()));
-    let (raw, origin) = if let Some(content) = resource.field("content") {
-        let shown = if sensitive {
-            format!(
-                "(sensitive, blake3 {})",
-                Fingerprint::of_bytes(content.value.as_bytes())
-            )
-        } else {
-            content.value.clone()
-        };
-        inputs.insert("content".into(), Input::at(shown, content.location.clone()));
-        let mut text = content.value.clone().into_bytes();
-        if !text.is_empty() && !text.ends_with(b"\n") {
-            text.push(b'\n');
-        }
-        (text, content.location.clone())
-    } else {
-        let (name, at) = match resource.field("source") {
-            Some(source) => (source.value.clone(), source.location.clone()),
-            None => {
-                let name = Path::new(&resource.name)
-                    .file_name()
-                    .map(|name| name.to_string_lossy().to_string())
-                    .unwrap_or_else(|| resource.name.clone());
-                let name = if Path::new(&resource.name).is_absolute() {
-                    name
-                } else {
-                    resource.name.clone()
-                };
-                (name, resource.location.clone())
-            }
-        };
-        let path = format!("{}/{name}", def.dir);
-        let bytes =
-            db.source(&path).contents(db).clone().ok_or_else(|| {
-                ConfigError::new(at, format!("source file `{path}` does not exist"))
-            })?;
-        inputs.insert(
-            "source".into(),
-            Input::at(
-                format!("{path} (blake3 {})", Fingerprint::of_bytes(&bytes)),
-                Location::file(&path),
-            ),
-        );
-        (bytes.to_vec(), Location::file(&path))
-    };
-    if !template {
-        return Ok(raw);
+/// Edges inside a component: a barrier waits for everything above it;
+/// anything else waits for the last barrier above it and for the nearest
+/// directory resource that contains its target.
+fn local_deps(above: &[NodeSpec], node: &NodeSpec) -> Vec<usize> {
+    if node.barrier {
+        return (0..above.len()).collect();
     }
-    let text = String::from_utf8(raw).map_err(|_| {
-        ConfigError::new(
-            origin.clone(),
-            "is not UTF-8 text and cannot be a template; set `template = false`",
-        )
-    })?;
-    let rendered = render(&text, &origin, context)?;
-    inputs.extend(rendered.inputs);
-    Ok(rendered.text.into_bytes())
-}
-
-fn mode(resource: &ResourceDef, default: u32, inputs: &mut Inputs) -> Result<u32, ConfigError> {
-    let Some(sourced) = resource.field("mode") else {
-        inputs.insert("mode".into(), Input::plain(format!("{default:04o}")));
-        return Ok(default);
-    };
-    let digits = sourced.value.trim_start_matches("0o");
-    let mode = u32::from_str_radix(digits, 8)
-        .ok()
-        .filter(|mode| *mode <= 0o7777)
-        .ok_or_else(|| {
-            ConfigError::new(
-                sourced.location.clone(),
-                format!("`{}` is not an octal file mode such as 0644", sourced.value),
-            )
-        })?;
-    inputs.insert(
-        "mode".into(),
-        Input::at(format!("{mode:04o}"), sourced.location.clone()),
-    );
-    Ok(mode)
-}
-
-/// The path a resource owns: relative to the component's work dir unless
-/// written absolute; a relative path may not climb out of the work dir.
-fn resolve_target(
-    workdir: &Path,
-    resource: &ResourceDef,
-    work_dir_setting: &str,
-    component: &str,
-) -> Result<PathBuf, ConfigError> {
-    let path = Path::new(&resource.name);
-    if path.is_absolute() {
-        return Ok(path.to_path_buf());
+    let mut deps = Vec::new();
+    if let Some(barrier) = above.iter().rposition(|other| other.barrier) {
+        deps.push(barrier);
     }
-    if path
-        .components()
-        .any(|part| matches!(part, PathPart::ParentDir))
-    {
-        return Err(ConfigError::new(
-            resource.location.clone(),
-            format!(
-                "path `{}` escapes the work dir `{work_dir_setting}/{component}`; write an absolute path to deploy outside it",
-                resource.name
-            ),
-        ));
-    }
-    Ok(workdir.join(path))
+    let target = node.action.target();
+    let directory = above
+        .iter()
+        .enumerate()
+        .filter(|(_, other)| matches!(other.action, Action::Directory { .. }))
+        .filter(|(_, other)| {
+            target.starts_with(other.action.target()) && target != other.action.target()
+        })
+        .max_by_key(|(_, other)| other.action.target().components().count())
+        .map(|(index, _)| index);
+    deps.extend(directory);
+    deps.sort_unstable();
+    deps.dedup();
+    deps
 }
 
 /// `tick` -> `Tick`, `my_app` -> `MyApp`: the batou-style class name.
@@ -626,7 +479,11 @@ pub fn display_name(component: &str) -> String {
         .collect()
 }
 
-/// Every node of `host`, components ordered providers first.
+/// Every node of `host`, components ordered providers first. Barrier nodes
+/// also wait for every node of the components they require from on this
+/// host. The outputs of a barrier's dependencies in its own component (and,
+/// for a service, in its providers) become named inputs (`after NODE`),
+/// carrying that node's inputs so an explanation can follow the chain.
 #[salsa::tracked(returns(ref))]
 pub fn host_graph(
     db: &dyn Db,
@@ -643,21 +500,59 @@ pub fn host_graph(
         nodes: Vec::new(),
     };
     let mut errors = Vec::new();
+    let mut ranges: BTreeMap<String, std::ops::Range<usize>> = BTreeMap::new();
     for component in wiring.order.get(&host).into_iter().flatten() {
-        match component_nodes(db, deployment, host.clone(), component.clone()) {
-            Ok(nodes) => {
-                let offset = graph.nodes.len();
-                for node in nodes.iter() {
-                    let mut node = node.clone();
-                    node.deps = node.deps.iter().map(|dep| dep + offset).collect();
-                    graph.nodes.push(node);
-                }
+        let nodes = match component_nodes(db, deployment, host.clone(), component.clone()) {
+            Ok(nodes) => nodes,
+            Err(error) => {
+                errors.push(error.clone());
+                continue;
             }
-            Err(error) => errors.push(error.clone()),
+        };
+        let offset = graph.nodes.len();
+        let me = Placement {
+            host: host.clone(),
+            component: component.clone(),
+        };
+        let providers: BTreeSet<String> = wiring
+            .providers
+            .iter()
+            .filter(|((requirer, _), _)| requirer == &me)
+            .flat_map(|(_, providers)| providers.iter())
+            .filter(|provider| provider.host == host)
+            .map(|provider| provider.component.clone())
+            .collect();
+        for node in nodes.iter() {
+            let mut node = node.clone();
+            node.deps = node.deps.iter().map(|dep| dep + offset).collect();
+            if node.barrier {
+                for provider in &providers {
+                    node.deps
+                        .extend(ranges.get(provider).cloned().unwrap_or_default());
+                }
+                node.deps.sort_unstable();
+                node.deps.dedup();
+                // Only a service's key reads its providers' outputs: a
+                // program that changed needs a restart, while a build that
+                // merely ran after it does not need to run again.
+                let reads_providers = matches!(node.action, Action::Service(_));
+                for &dep in &node.deps {
+                    if dep < offset && !reads_providers {
+                        continue;
+                    }
+                    let dep = &graph.nodes[dep];
+                    let after = Input::plain(dep.output.to_hex()).with_via(dep.inputs.clone());
+                    node.inputs.insert(format!("after {}", dep.display), after);
+                }
+                node.key = node_key(&node.inputs);
+                node.output = node.key;
+            }
+            graph.nodes.push(node);
         }
+        ranges.insert(component.clone(), offset..graph.nodes.len());
     }
     let mut owners: BTreeMap<&Path, &NodeSpec> = BTreeMap::new();
-    for node in &graph.nodes {
+    for node in graph.nodes.iter().filter(|node| node.action.owns_target()) {
         if let Some(other) = owners.insert(node.action.target(), node) {
             errors.push(ConfigError::new(
                 Location::file(format!("components/{}/component.cfg", node.component)),

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::apply::apply;
+use crate::apply::{apply, Applied};
 use crate::atomic::sweep_orphans;
 use crate::error::{Error, Result};
 use crate::executor::{run_dag, Outcome};
@@ -76,7 +76,7 @@ pub fn deploy_host(graph: &HostGraph, options: &Options, reporter: &Reporter) ->
                             .then(|| planned_diff(node, &options.root))
                             .flatten();
                         reporter.node(
-                            "Would update",
+                            &verb(node, decision, true),
                             &node.display,
                             &decision.reasons,
                             diff.as_deref(),
@@ -122,8 +122,15 @@ pub fn deploy_host(graph: &HostGraph, options: &Options, reporter: &Reporter) ->
         let diff = (options.diff && !node.sensitive)
             .then(|| planned_diff(node, &options.root))
             .flatten();
-        let observed = apply(&node.action).map_err(|error| error.to_string())?;
-        let record = record_for(node, observed);
+        let progress = |elapsed: std::time::Duration| {
+            let seconds = elapsed.as_secs();
+            reporter.line(&format!(
+                "  ... {}{} still running ({seconds}s)",
+                reporter.prefix, node.display
+            ));
+        };
+        let applied = apply(&node.action, decision, &progress)?;
+        let record = record_for(node, applied);
         store
             .journal(&node.id, &record)
             .map_err(|error| error.to_string())?;
@@ -132,7 +139,7 @@ pub fn deploy_host(graph: &HostGraph, options: &Options, reporter: &Reporter) ->
             .unwrap_or_else(|e| e.into_inner())
             .push((index, record));
         reporter.node(
-            "Updating",
+            &verb(node, decision, false),
             &node.display,
             &decision.reasons,
             diff.as_deref(),
@@ -152,9 +159,17 @@ pub fn deploy_host(graph: &HostGraph, options: &Options, reporter: &Reporter) ->
             Outcome::NotNeeded => {
                 summary.unchanged += 1;
                 if decision.verdict == Verdict::Record {
-                    state
-                        .nodes
-                        .insert(node.id.clone(), record_for(node, decision.observed));
+                    let seen = Applied {
+                        observed: decision.observed,
+                        process: decision.running,
+                        ..Applied::default()
+                    };
+                    let mut record = record_for(node, seen);
+                    if let Some(old) = state.nodes.get(&node.id) {
+                        record.produced = old.produced.clone();
+                        record.facts = old.facts.clone();
+                    }
+                    state.nodes.insert(node.id.clone(), record);
                 }
                 report_unchanged(reporter, options, node, decision);
             }
@@ -201,14 +216,36 @@ fn report_unchanged(reporter: &Reporter, options: &Options, node: &NodeSpec, dec
     }
 }
 
-fn record_for(node: &NodeSpec, observed: Option<crate::state::Observed>) -> NodeRecord {
+fn record_for(node: &NodeSpec, applied: Applied) -> NodeRecord {
     NodeRecord {
         display: node.display.clone(),
         key: node.key,
-        output: node.action.output(),
+        output: node.output,
         inputs: node.inputs.clone(),
-        observed,
+        observed: applied.observed,
+        process: applied.process,
+        produced: applied.produced,
+        facts: applied.facts,
         finished: true,
+    }
+}
+
+/// What a node does, in batou's words where batou has them: `Updating`,
+/// and for services `Starting` or `Reloading (pid N)`.
+fn verb(node: &NodeSpec, decision: &Decision, dry_run: bool) -> String {
+    let (doing, would, pid) = match (&node.action, decision.running) {
+        (Action::Service(_), Some(process)) => ("Reloading", "reload", Some(process.pid)),
+        (Action::Service(_), None) => ("Starting", "start", None),
+        _ => ("Updating", "update", None),
+    };
+    let verb = if dry_run {
+        format!("Would {would}")
+    } else {
+        doing.to_string()
+    };
+    match pid {
+        Some(pid) => format!("{verb} (pid {pid})"),
+        None => verb,
     }
 }
 

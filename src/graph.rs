@@ -22,6 +22,13 @@ pub struct NodeSpec {
     pub action: Action,
     pub inputs: Inputs,
     pub key: Fingerprint,
+    /// What dependents see of this node: for files, directories and
+    /// symlinks a hash of what they put on the host; for commands, builds
+    /// and services their key.
+    pub output: Fingerprint,
+    /// Runs after everything above it in its component and after the
+    /// components it requires from.
+    pub barrier: bool,
     pub sensitive: bool,
     /// Indexes into [`HostGraph::nodes`] of the nodes this one waits for.
     pub deps: Vec<usize>,
@@ -43,20 +50,77 @@ pub enum Action {
         target: PathBuf,
         points_to: String,
     },
+    Command(CommandSpec),
+    /// Bootstraps zc.buildout into a venv (unless `command` replaced it) and
+    /// runs it.
+    Buildout {
+        run: CommandSpec,
+        bootstrap: Option<Bootstrap>,
+    },
+    Service(ServiceSpec),
+}
+
+/// A shell step: `sh -c run` in `cwd`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CommandSpec {
+    pub cwd: PathBuf,
+    pub run: String,
+    pub env: Vec<(String, String)>,
+    /// Paths the step must produce; missing later means it runs again.
+    pub outputs: Vec<PathBuf>,
+    pub timeout_secs: u64,
+}
+
+/// A venv with pinned packages, made with the host's python.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Bootstrap {
+    pub python: String,
+    pub venv: PathBuf,
+    pub packages: Vec<String>,
+}
+
+/// A daemon known by its pid file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceSpec {
+    pub cwd: PathBuf,
+    pub start: String,
+    pub pidfile: PathBuf,
+    pub reload: Reload,
+    pub timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Reload {
+    /// `signal:HUP`: the signal's name without `SIG`.
+    Signal(String),
+    Command(String),
 }
 
 impl Action {
-    /// The path this node owns on the host.
+    /// The path this node is about: the target of a file, directory or
+    /// symlink, the working directory of a command, the pid file of a
+    /// service.
     pub fn target(&self) -> &PathBuf {
         match self {
             Action::File { target, .. }
             | Action::Directory { target, .. }
             | Action::Symlink { target, .. } => target,
+            Action::Command(spec) | Action::Buildout { run: spec, .. } => &spec.cwd,
+            Action::Service(spec) => &spec.pidfile,
         }
     }
 
-    /// A hash of what the node puts on the host, independent of how it was
-    /// computed: two keys with the same output need no work between them.
+    /// Whether this node is the one owner of its target path.
+    pub fn owns_target(&self) -> bool {
+        matches!(
+            self,
+            Action::File { .. } | Action::Directory { .. } | Action::Symlink { .. }
+        )
+    }
+
+    /// A hash of what a file, directory or symlink puts on the host,
+    /// independent of how it was computed: two keys with the same output
+    /// need no work between them.
     pub fn output(&self) -> Fingerprint {
         let mut builder = FingerprintBuilder::default();
         match self {
@@ -74,6 +138,11 @@ impl Action {
             Action::Symlink { target, points_to } => builder
                 .field("symlink", target.as_os_str().as_encoded_bytes())
                 .field("points_to", points_to.as_bytes()),
+            // What a step produces is not known before it runs; its key
+            // stands for it (see `NodeSpec::output`).
+            Action::Command(_) | Action::Buildout { .. } | Action::Service(_) => {
+                builder.field("step", &[])
+            }
         };
         builder.finish()
     }

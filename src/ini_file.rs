@@ -54,9 +54,11 @@ impl IniDocument {
             enabled_preserve_key_leading_whitespace: false,
         };
         let text = &strip_inline_comments(text);
+        check_headers(file, text)?;
+        let last_line = text.lines().count().max(1);
         let parsed = ini::Ini::load_from_str_opt(text, options).map_err(|error| {
             ConfigError::new(
-                Location::file(file).at_line(error.line + 1),
+                Location::file(file).at_line((error.line + 1).min(last_line)),
                 format!("malformed INI: {}", error.msg),
             )
         })?;
@@ -116,6 +118,23 @@ impl IniDocument {
             sections,
         })
     }
+}
+
+/// A section header must close on its own line; rust-ini would read on
+/// into the next lines looking for the `]`.
+fn check_headers(file: &str, text: &str) -> Result<(), ConfigError> {
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed.starts_with('[') && !trimmed.ends_with(']') {
+            return Err(ConfigError::new(
+                Location::file(file).at_line(index + 1),
+                format!(
+                    "malformed section header `{trimmed}`: expected `]` at the end of the line"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Cuts ` ; comment` from unindented lines, keeping the line count.
@@ -228,8 +247,8 @@ mod tests {
 
     #[test]
     fn malformed_header_names_the_line() {
-        let err = IniDocument::parse("c.cfg", "[a]\nx = 1\n[broken\n").unwrap_err();
-        assert!(err.to_string().starts_with("c.cfg:"), "{err}");
-        assert!(err.message.contains("malformed INI"), "{err}");
+        let err = IniDocument::parse("c.cfg", "[a]\nx = 1\n[broken\ny = 2\n").unwrap_err();
+        assert_eq!(err.location.line, Some(3));
+        assert!(err.message.contains("`[broken`"), "{err}");
     }
 }

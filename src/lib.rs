@@ -15,11 +15,14 @@ pub mod executor;
 pub mod fingerprint;
 pub mod graph;
 pub mod ini_file;
+pub mod nodes;
 pub mod observe;
 pub mod plan;
+pub mod process;
 pub mod provenance;
 pub mod reason;
 pub mod report;
+pub mod runner;
 pub mod state;
 pub mod template;
 

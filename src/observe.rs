@@ -1,6 +1,8 @@
 //! Looking at what is deployed: stat first, hash only when the stat moved.
 //!
-//! This is the only place planning reads the host. A file whose stat
+//! This is the only place planning reads the host: files by stat and hash,
+//! steps by the outputs they produced and the facts they depend on,
+//! services by their pid file and the process table. A file whose stat
 //! (size, mtime, ctime, inode, mode) equals the one recorded after tack
 //! last wrote it is trusted without being read, as git trusts its index;
 //! ctime is included because no user tool can set it back.
@@ -11,8 +13,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::fingerprint::Fingerprint;
-use crate::graph::Action;
-use crate::state::Observed;
+use crate::graph::{Action, CommandSpec, ServiceSpec};
+use crate::process::Process;
+use crate::state::{NodeRecord, Observed};
 
 /// How the target compares with what the node wants there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,12 +25,24 @@ pub enum Observation {
     Missing,
     /// Present but different; each string says how.
     Differs(Vec<String>),
+    /// A service whose pid file names this live process.
+    Running(Process),
 }
 
-/// Observes `action`'s target. `trusted` is the record of the last write,
-/// used only when the node's output has not changed since.
-pub fn observe(action: &Action, trusted: Option<&Observed>) -> Observation {
+/// Observes `action`'s target. `record` is what the last apply left, if
+/// the node's output has not changed since: only then is its stat trusted.
+pub fn observe(action: &Action, record: Option<&NodeRecord>) -> Observation {
+    let trusted = record.and_then(|record| record.observed.as_ref());
     match action {
+        Action::Command(spec) => observe_step(spec, record),
+        Action::Buildout { run, bootstrap } => {
+            let python = bootstrap.as_ref().map(|b| b.python.as_str());
+            match (observe_step(run, record), python) {
+                (Observation::Matches(_), Some(python)) => observe_python(python, record),
+                (observation, _) => observation,
+            }
+        }
+        Action::Service(spec) => observe_service(spec),
         Action::File {
             target,
             content,
@@ -102,6 +117,58 @@ fn observe_file(
     }
 }
 
+/// A step is done when every declared output, and everything it was seen
+/// to produce, still exists.
+fn observe_step(spec: &CommandSpec, record: Option<&NodeRecord>) -> Observation {
+    let produced = record
+        .map(|record| record.produced.as_slice())
+        .unwrap_or_default();
+    let missing: Vec<String> = spec
+        .outputs
+        .iter()
+        .chain(produced)
+        .filter(|path| fs::symlink_metadata(path).is_err())
+        .map(|path| format!("`{}` is missing", path.display()))
+        .collect();
+    if missing.is_empty() {
+        Observation::Matches(None)
+    } else {
+        Observation::Differs(missing)
+    }
+}
+
+/// Buildout's venv is built with the host's python: a new python version
+/// means a new build.
+fn observe_python(python: &str, record: Option<&NodeRecord>) -> Observation {
+    let recorded = record.and_then(|record| record.facts.get("python"));
+    match (python_version(python), recorded) {
+        (Some(now), Some(before)) if &now != before => Observation::Differs(vec![format!(
+            "`{python}` is now version {now} (was {before})"
+        )]),
+        (None, _) => Observation::Differs(vec![format!("`{python}` cannot be run")]),
+        _ => Observation::Matches(None),
+    }
+}
+
+/// The version `python --version` reports, such as `3.11.7`.
+pub fn python_version(python: &str) -> Option<String> {
+    let output = std::process::Command::new(python)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    text.split_whitespace().nth(1).map(str::to_string)
+}
+
+fn observe_service(spec: &ServiceSpec) -> Observation {
+    match Process::from_pidfile(&spec.pidfile) {
+        Some(process) => Observation::Running(process),
+        None => Observation::Missing,
+    }
+}
+
 fn stat_matches(trusted: &Observed, meta: &fs::Metadata) -> bool {
     trusted.size == meta.size()
         && trusted.mtime == (meta.mtime(), meta.mtime_nsec())
@@ -146,13 +213,24 @@ mod tests {
         let path = dir.path().join("a");
         crate::atomic::write_atomically(&path, b"one\n", 0o644, false).unwrap();
         let trusted = observe_written(&path, b"one\n").unwrap();
+        let record = NodeRecord {
+            display: String::new(),
+            key: Fingerprint::default(),
+            output: Fingerprint::default(),
+            inputs: Default::default(),
+            observed: Some(trusted),
+            process: None,
+            produced: Vec::new(),
+            facts: Default::default(),
+            finished: true,
+        };
         assert_eq!(
-            observe(&file(&path, "one\n"), Some(&trusted)),
+            observe(&file(&path, "one\n"), Some(&record)),
             Observation::Matches(Some(trusted))
         );
 
         fs::write(&path, "two\n").unwrap();
-        let Observation::Differs(why) = observe(&file(&path, "one\n"), Some(&trusted)) else {
+        let Observation::Differs(why) = observe(&file(&path, "one\n"), Some(&record)) else {
             panic!("a hand edit must be seen");
         };
         assert!(why[0].starts_with("content changed"), "{why:?}");

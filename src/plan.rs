@@ -6,8 +6,9 @@
 //! have reasons: its inputs changed but its output did not, and that is
 //! worth telling. `--dry-run` stops after this step.
 
-use crate::graph::NodeSpec;
+use crate::graph::{Action, NodeSpec};
 use crate::observe::{observe, Observation};
+use crate::process::Process;
 use crate::reason::{input_changes, Reason};
 use crate::state::{NodeRecord, Observed};
 
@@ -28,13 +29,15 @@ pub struct Decision {
     pub reasons: Vec<Reason>,
     /// For `Record`: what the host has now.
     pub observed: Option<Observed>,
+    /// For services: the running process. Running it then means a reload;
+    /// `None` means a start.
+    pub running: Option<Process>,
 }
 
 pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Decision {
-    let output = node.action.output();
+    let output = node.output;
     let unchanged_output = record.filter(|r| r.finished && r.output == output);
-    let trusted = unchanged_output.and_then(|r| r.observed.as_ref());
-    let observation = observe(&node.action, trusted);
+    let observation = observe(&node.action, unchanged_output);
 
     let mut reasons = Vec::new();
     match record {
@@ -52,11 +55,70 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
         reasons.push(Reason::Forced);
     }
     let path = node.action.target().clone();
+    let running = |process: Process| {
+        let recorded = record.and_then(|r| r.process);
+        // The same pid with another start time is another process.
+        let reused =
+            recorded.is_some_and(|r| r.pid == process.pid && r.start_time != process.start_time);
+        (!reused).then_some(process)
+    };
     match observation {
+        Observation::Running(process) => match running(process) {
+            Some(process) if reasons.is_empty() => {
+                let same = record.is_some_and(|r| r.process == Some(process));
+                Decision {
+                    verdict: if same {
+                        Verdict::Fresh
+                    } else {
+                        Verdict::Record
+                    },
+                    reasons,
+                    observed: None,
+                    running: Some(process),
+                }
+            }
+            Some(process) => Decision {
+                verdict: Verdict::Run,
+                reasons,
+                observed: None,
+                running: Some(process),
+            },
+            None => {
+                reasons.push(Reason::NotRunning {
+                    why: format!("pid {} is now another process", process.pid),
+                });
+                Decision {
+                    verdict: Verdict::Run,
+                    reasons,
+                    observed: None,
+                    running: None,
+                }
+            }
+        },
+        Observation::Missing if matches!(node.action, Action::Service(_)) => {
+            reasons.push(Reason::NotRunning {
+                why: format!("no live process in `{}`", path.display()),
+            });
+            Decision {
+                verdict: Verdict::Run,
+                reasons,
+                observed: None,
+                running: None,
+            }
+        }
         Observation::Matches(observed) if forced => Decision {
             verdict: Verdict::Run,
             reasons,
             observed,
+            running: None,
+        },
+        // A step's outputs existing says nothing about whether they are
+        // current: with any reason at all, it runs.
+        Observation::Matches(_) if !node.action.owns_target() && !reasons.is_empty() => Decision {
+            verdict: Verdict::Run,
+            reasons,
+            observed: None,
+            running: None,
         },
         Observation::Matches(observed) => {
             let key_changed = record.is_some_and(|r| r.key != node.key);
@@ -75,6 +137,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 verdict,
                 reasons,
                 observed,
+                running: None,
             }
         }
         Observation::Missing => {
@@ -85,13 +148,15 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 verdict: Verdict::Run,
                 reasons,
                 observed: None,
+                running: None,
             }
         }
         Observation::Differs(differences) => {
             // With the output unchanged since the last apply, a difference
             // can only come from outside: drift. Otherwise the changed
             // inputs already explain it.
-            if unchanged_output.is_some() || record.is_none() {
+            let adopting = record.is_none() && node.action.owns_target();
+            if unchanged_output.is_some() || adopting {
                 for what in differences {
                     reasons.push(Reason::Drift {
                         path: path.clone(),
@@ -103,6 +168,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 verdict: Verdict::Run,
                 reasons,
                 observed: None,
+                running: None,
             }
         }
     }

@@ -69,6 +69,29 @@ impl Input {
         self.via = via;
         self
     }
+
+    /// The same input with its value, and every value it came from,
+    /// replaced by a hash: still a key input, never shown.
+    pub fn masked(&self) -> Input {
+        Input {
+            value: mask(&self.value),
+            origin: self.origin.clone(),
+            via: self
+                .via
+                .iter()
+                .map(|(name, input)| (name.clone(), input.masked()))
+                .collect(),
+        }
+    }
+}
+
+/// How a sensitive value is shown: `(sensitive, blake3 0123456789ab)`.
+pub fn mask(value: &str) -> String {
+    if value.starts_with("(sensitive, ") {
+        return value.to_string();
+    }
+    let hash = blake3::hash(value.as_bytes()).to_hex();
+    format!("(sensitive, blake3 {})", &hash[..12])
 }
 
 /// The named inputs of one node, in a stable order.

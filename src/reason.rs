@@ -31,6 +31,8 @@ pub enum Reason {
     Drift { path: PathBuf, what: String },
     /// The target does not exist.
     Missing { path: PathBuf },
+    /// A service is not running.
+    NotRunning { why: String },
     /// Inputs changed, but what the node deploys is the same.
     OutputUnchanged,
 }
@@ -66,6 +68,7 @@ impl Reason {
                 indent,
                 "inputs changed, but the output is the same: nothing to do",
             ),
+            Reason::NotRunning { why } => line(&mut out, indent, &format!("not running: {why}")),
             Reason::Missing { path } => line(
                 &mut out,
                 indent,
@@ -115,6 +118,13 @@ fn render_change(
     old: Option<&Input>,
     new: Option<&Input>,
 ) {
+    if let Some(dependency) = name.strip_prefix("after ") {
+        line(out, indent, &format!("{dependency} changed"));
+        if let (Some(old), Some(new)) = (old, new) {
+            render_via(out, indent, old, new);
+        }
+        return;
+    }
     let origin = new.or(old).and_then(|input| input.origin.as_ref());
     let what = match (name.strip_prefix("var "), origin) {
         // A value a person wrote: show it where they wrote it.
@@ -134,9 +144,13 @@ fn render_change(
         indent,
         &format!("{label}: {} -> {}", show(old), show(new)),
     );
-    let (Some(old), Some(new)) = (old, new) else {
-        return;
-    };
+    if let (Some(old), Some(new)) = (old, new) {
+        render_via(out, indent, old, new);
+    }
+}
+
+/// The changes among the inputs a value was computed from, one level down.
+fn render_via(out: &mut String, indent: &str, old: &Input, new: &Input) {
     let deeper = format!("{indent}  ");
     for change in input_changes(&old.via, &new.via) {
         if let Reason::InputChanged { name, old, new } = change {

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::write_atomically;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
+use crate::process::Process;
 use crate::provenance::Inputs;
 
 /// Bumped when the layout changes; an older file is then discarded.
@@ -56,6 +57,15 @@ pub struct NodeRecord {
     pub inputs: Inputs,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<Observed>,
+    /// For services: the process started or reloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+    /// For steps: what they produced, checked for existence each run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub produced: Vec<PathBuf>,
+    /// Facts of the host the node read, such as a python version.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, String>,
     pub finished: bool,
 }
 
@@ -191,6 +201,9 @@ mod tests {
             output: Fingerprint::default(),
             inputs: Inputs::new(),
             observed: None,
+            process: None,
+            produced: Vec::new(),
+            facts: BTreeMap::new(),
             finished,
         }
     }

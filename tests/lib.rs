@@ -1,1 +1,17 @@
+//! tack's integration tests: each runs the `tack` binary on a deployment
+//! written into a temp dir and checks what it prints and leaves on disk.
+//!
+//! The modules live in directories (`deploy/mod.rs`, not `deploy.rs`) because
+//! Cargo would build every `tests/*.rs` as a test crate of its own.
 
+/// `Deployment`: a builder for deployments in temp dirs, running tack on
+/// them and snapshotting `work/` and `.tack/`.
+mod support;
+
+/// Deploying: contents and modes, incremental reruns, drift, dry runs,
+/// explanations, diffs, state.
+mod deploy;
+
+/// Bad input: one test per mistake, each refused with its location and
+/// nothing changed.
+mod errors;

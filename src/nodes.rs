@@ -1,0 +1,490 @@
+//! Turning one resource section into the nodes it stands for, with their
+//! named inputs.
+//!
+//! Most resources are one node. `[buildout]` is two: the rendered
+//! `buildout.cfg` (a file node of its own, so a change to it is visible and
+//! diffable) and the buildout run that depends on it. Called only from the
+//! `component_nodes` query: pure, except for reading sources through
+//! [`Db::source`].
+
+use std::path::{Component as PathPart, Path, PathBuf};
+use std::sync::Arc;
+
+use crate::component::{ComponentDef, ResourceDef, ResourceKind};
+use crate::configure::display_name;
+use crate::db::Db;
+use crate::error::{ConfigError, Location};
+use crate::fingerprint::{node_key, Fingerprint};
+use crate::graph::{Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec};
+use crate::provenance::{mask, Input, Inputs, Sourced};
+use crate::template::{render, TemplateContext};
+
+/// What buildout produces in its directory; a missing one reruns it.
+const BUILDOUT_OUTPUTS: &[&str] = &["bin", "parts", "eggs", "develop-eggs", ".installed.cfg"];
+const BUILDOUT_VERSION: &str = "6.0.1";
+/// zc.buildout 6 needs a recent setuptools; pinned so a rebuild is the
+/// same build.
+const SETUPTOOLS_VERSION: &str = "80.9.0";
+const COMMAND_TIMEOUT_SECS: u64 = 3600;
+const SERVICE_TIMEOUT_SECS: u64 = 60;
+
+pub struct NodeBuilder<'a> {
+    pub db: &'a dyn Db,
+    pub def: &'a ComponentDef,
+    pub context: &'a TemplateContext,
+    pub workdir: PathBuf,
+    pub work_dir_setting: &'a str,
+}
+
+impl NodeBuilder<'_> {
+    /// The nodes of `resource`, in order, with `deps` left empty.
+    pub fn build(&self, resource: &ResourceDef) -> Result<Vec<NodeSpec>, ConfigError> {
+        let mut inputs = Inputs::new();
+        inputs.insert("kind".into(), Input::plain(resource.kind.id()));
+        match resource.kind {
+            ResourceKind::File => {
+                let target = self.path(&resource.name, &resource.location)?;
+                let sensitive = resource.flag("sensitive", false)?;
+                inputs.insert(
+                    "path".into(),
+                    Input::at(&resource.name, resource.location.clone()),
+                );
+                let content = self.file_content(resource, sensitive, &mut inputs)?;
+                let mode = mode(resource, if sensitive { 0o600 } else { 0o644 }, &mut inputs)?;
+                if sensitive {
+                    // What a secret file reads is as secret as the file.
+                    for (name, input) in inputs.iter_mut() {
+                        if !["kind", "path", "mode", "template"].contains(&name.as_str()) {
+                            *input = input.masked();
+                        }
+                    }
+                }
+                let action = Action::File {
+                    target,
+                    content: Arc::from(content),
+                    mode,
+                };
+                Ok(vec![self.node(resource, action, inputs, sensitive)])
+            }
+            ResourceKind::Directory => {
+                let target = self.path(&resource.name, &resource.location)?;
+                inputs.insert(
+                    "path".into(),
+                    Input::at(&resource.name, resource.location.clone()),
+                );
+                let mode = mode(resource, 0o755, &mut inputs)?;
+                let action = Action::Directory { target, mode };
+                Ok(vec![self.node(resource, action, inputs, false)])
+            }
+            ResourceKind::Symlink => {
+                let target = self.path(&resource.name, &resource.location)?;
+                inputs.insert(
+                    "path".into(),
+                    Input::at(&resource.name, resource.location.clone()),
+                );
+                let points_to = self
+                    .rendered(resource, "target", &mut inputs)?
+                    .unwrap_or_default();
+                let action = Action::Symlink { target, points_to };
+                Ok(vec![self.node(resource, action, inputs, false)])
+            }
+            ResourceKind::Command => {
+                let run = self.command_spec(resource, &mut inputs)?;
+                Ok(vec![self.node(
+                    resource,
+                    Action::Command(run),
+                    inputs,
+                    false,
+                )])
+            }
+            ResourceKind::Buildout => self.buildout(resource, inputs),
+            ResourceKind::Service => {
+                let start = self
+                    .rendered(resource, "start", &mut inputs)?
+                    .unwrap_or_default();
+                let pidfile = self
+                    .rendered(resource, "pidfile", &mut inputs)?
+                    .unwrap_or_default();
+                let at = resource
+                    .field("pidfile")
+                    .map_or(&resource.location, |f| &f.location);
+                let pidfile = self.path(&pidfile, at)?;
+                let reload = match self.rendered(resource, "reload", &mut inputs)? {
+                    None => Reload::Signal("HUP".into()),
+                    Some(reload) => match reload.strip_prefix("signal:") {
+                        Some(name) => {
+                            let name = name.trim().trim_start_matches("SIG").to_string();
+                            if format!("SIG{name}")
+                                .parse::<nix::sys::signal::Signal>()
+                                .is_err()
+                            {
+                                let at = resource
+                                    .field("reload")
+                                    .map_or(&resource.location, |f| &f.location);
+                                return Err(ConfigError::new(
+                                    at.clone(),
+                                    format!("unknown signal `{name}`; write e.g. `signal:HUP`"),
+                                ));
+                            }
+                            Reload::Signal(name)
+                        }
+                        None => Reload::Command(reload),
+                    },
+                };
+                let spec = ServiceSpec {
+                    cwd: self.workdir.clone(),
+                    start,
+                    pidfile,
+                    reload,
+                    timeout_secs: timeout(resource, SERVICE_TIMEOUT_SECS)?,
+                };
+                Ok(vec![self.node(
+                    resource,
+                    Action::Service(spec),
+                    inputs,
+                    false,
+                )])
+            }
+        }
+    }
+
+    /// `[buildout]`: its rendered config as a file node, then the run.
+    fn buildout(
+        &self,
+        resource: &ResourceDef,
+        mut inputs: Inputs,
+    ) -> Result<Vec<NodeSpec>, ConfigError> {
+        let config = resource
+            .field("config")
+            .map_or("buildout.cfg".to_string(), |f| f.value.clone());
+        let config_at = resource
+            .field("config")
+            .map_or(&resource.location, |f| &f.location);
+        let mut file_inputs = Inputs::new();
+        file_inputs.insert("kind".into(), Input::plain("file"));
+        file_inputs.insert("path".into(), Input::at(&config, config_at.clone()));
+        let file_resource = ResourceDef {
+            kind: ResourceKind::File,
+            name: config.clone(),
+            location: resource.location.clone(),
+            fields: [(
+                "source".to_string(),
+                Sourced::new(config.clone(), config_at.clone()),
+            )]
+            .into(),
+        };
+        let content = self.file_content(&file_resource, false, &mut file_inputs)?;
+        file_inputs.insert("mode".into(), Input::plain("0644"));
+        let file = Action::File {
+            target: self.path(&config, config_at)?,
+            content: Arc::from(content),
+            mode: 0o644,
+        };
+        let mut file_node = self.node(&file_resource, file, file_inputs, false);
+        file_node.display = format!(
+            "{} > Buildout > File({config})",
+            display_name(&self.def.name)
+        );
+        file_node.id = format!("{}/buildout:{config}", self.def.name);
+
+        let setting = |key: &str, default: &str| -> (String, Option<Location>) {
+            match resource.field(key) {
+                Some(field) => (field.value.clone(), Some(field.location.clone())),
+                None => (default.to_string(), None),
+            }
+        };
+        let venv = self.workdir.join(".venv");
+        let mut record = |name: &str, (value, at): (String, Option<Location>)| {
+            let input = match at {
+                Some(at) => Input::at(&value, at),
+                None => Input::plain(&value),
+            };
+            inputs.insert(name.to_string(), input);
+            value
+        };
+        let python = record("python", setting("python", "python3"));
+        let version = record("version", setting("version", BUILDOUT_VERSION));
+        let setuptools = record("setuptools", setting("setuptools", SETUPTOOLS_VERSION));
+        let (run, bootstrap) = match self.rendered(resource, "command", &mut inputs)? {
+            Some(command) => (command, None),
+            None => {
+                let buildout = venv.join("bin").join("buildout");
+                let bootstrap = Bootstrap {
+                    python,
+                    venv,
+                    packages: vec![
+                        format!("zc.buildout=={version}"),
+                        format!("setuptools=={setuptools}"),
+                        "wheel".to_string(),
+                    ],
+                };
+                (
+                    format!("{} -c {config}", buildout.display()),
+                    Some(bootstrap),
+                )
+            }
+        };
+        let outputs = BUILDOUT_OUTPUTS
+            .iter()
+            .map(|o| self.workdir.join(o))
+            .collect();
+        let spec = CommandSpec {
+            cwd: self.workdir.clone(),
+            run,
+            env: Vec::new(),
+            outputs,
+            timeout_secs: timeout(resource, COMMAND_TIMEOUT_SECS)?,
+        };
+        let mut run_node = self.node(
+            resource,
+            Action::Buildout {
+                run: spec,
+                bootstrap,
+            },
+            inputs,
+            false,
+        );
+        run_node.display = format!("{} > Buildout", display_name(&self.def.name));
+        Ok(vec![file_node, run_node])
+    }
+
+    fn command_spec(
+        &self,
+        resource: &ResourceDef,
+        inputs: &mut Inputs,
+    ) -> Result<CommandSpec, ConfigError> {
+        let run = self.rendered(resource, "run", inputs)?.unwrap_or_default();
+        let cwd = match self.rendered(resource, "cwd", inputs)? {
+            Some(cwd) => {
+                let at = resource
+                    .field("cwd")
+                    .map_or(&resource.location, |f| &f.location);
+                self.path(&cwd, at)?
+            }
+            None => self.workdir.clone(),
+        };
+        let mut env = Vec::new();
+        for line in self
+            .rendered(resource, "env", inputs)?
+            .unwrap_or_default()
+            .lines()
+        {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((name, value)) = line.split_once('=') else {
+                let at = resource
+                    .field("env")
+                    .map_or(&resource.location, |f| &f.location);
+                return Err(ConfigError::new(
+                    at.clone(),
+                    format!("`{line}` is not NAME=VALUE"),
+                ));
+            };
+            env.push((name.trim().to_string(), value.trim().to_string()));
+        }
+        let mut outputs = Vec::new();
+        for output in self
+            .rendered(resource, "outputs", inputs)?
+            .unwrap_or_default()
+            .split_whitespace()
+        {
+            let at = resource
+                .field("outputs")
+                .map_or(&resource.location, |f| &f.location);
+            outputs.push(self.path(output, at)?);
+        }
+        Ok(CommandSpec {
+            cwd,
+            run,
+            env,
+            outputs,
+            timeout_secs: timeout(resource, COMMAND_TIMEOUT_SECS)?,
+        })
+    }
+
+    fn node(
+        &self,
+        resource: &ResourceDef,
+        action: Action,
+        inputs: Inputs,
+        sensitive: bool,
+    ) -> NodeSpec {
+        let component = &self.def.name;
+        let (id, display) = if resource.name.is_empty() {
+            (
+                format!("{component}/{}", resource.kind.id()),
+                format!("{} > {}", display_name(component), resource.kind.title()),
+            )
+        } else {
+            (
+                format!("{component}/{}:{}", resource.kind.id(), resource.name),
+                format!(
+                    "{} > {}({})",
+                    display_name(component),
+                    resource.kind.title(),
+                    resource.name
+                ),
+            )
+        };
+        let key = node_key(&inputs);
+        let barrier = resource.kind.is_barrier();
+        NodeSpec {
+            id,
+            component: component.clone(),
+            display,
+            output: if barrier { key } else { action.output() },
+            key,
+            barrier,
+            action,
+            inputs,
+            sensitive,
+            deps: Vec::new(),
+        }
+    }
+
+    /// Renders the field `key` as a template, recording it and the
+    /// variables it read as inputs.
+    fn rendered(
+        &self,
+        resource: &ResourceDef,
+        key: &str,
+        inputs: &mut Inputs,
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(field) = resource.field(key) else {
+            return Ok(None);
+        };
+        let rendered = render(&field.value, &field.location, self.context)?;
+        inputs.extend(rendered.inputs);
+        inputs.insert(
+            key.to_string(),
+            Input::at(&rendered.text, field.location.clone()),
+        );
+        Ok(Some(rendered.text))
+    }
+
+    /// The text a file resource deploys, recording its inputs.
+    fn file_content(
+        &self,
+        resource: &ResourceDef,
+        sensitive: bool,
+        inputs: &mut Inputs,
+    ) -> Result<Vec<u8>, ConfigError> {
+        let template = resource.flag("template", true)?;
+        inputs.insert("template".into(), Input::plain(template.to_string()));
+        let (raw, origin) = if let Some(content) = resource.field("content") {
+            let shown = if sensitive {
+                mask(&content.value)
+            } else {
+                content.value.clone()
+            };
+            inputs.insert("content".into(), Input::at(shown, content.location.clone()));
+            let mut text = content.value.clone().into_bytes();
+            if !text.is_empty() && !text.ends_with(b"\n") {
+                text.push(b'\n');
+            }
+            (text, content.location.clone())
+        } else {
+            let (name, at) = match resource.field("source") {
+                Some(source) => (source.value.clone(), source.location.clone()),
+                None if Path::new(&resource.name).is_absolute() => {
+                    let name = Path::new(&resource.name).file_name().map_or_else(
+                        || resource.name.clone(),
+                        |n| n.to_string_lossy().to_string(),
+                    );
+                    (name, resource.location.clone())
+                }
+                None => (resource.name.clone(), resource.location.clone()),
+            };
+            let path = format!("{}/{name}", self.def.dir);
+            let bytes = self
+                .db
+                .source(&path)
+                .contents(self.db)
+                .clone()
+                .ok_or_else(|| {
+                    ConfigError::new(at, format!("source file `{path}` does not exist"))
+                })?;
+            let hash = Fingerprint::of_bytes(&bytes);
+            inputs.insert(
+                "source".into(),
+                Input::at(format!("blake3 {hash}"), Location::file(&path)),
+            );
+            (bytes.to_vec(), Location::file(&path))
+        };
+        if !template {
+            return Ok(raw);
+        }
+        let text = String::from_utf8(raw).map_err(|_| {
+            ConfigError::new(
+                origin.clone(),
+                "is not UTF-8 text and cannot be a template; set `template = false`",
+            )
+        })?;
+        let rendered = render(&text, &origin, self.context)?;
+        inputs.extend(rendered.inputs);
+        Ok(rendered.text.into_bytes())
+    }
+
+    /// A path relative to the component's work dir unless written
+    /// absolute; a relative path may not climb out of the work dir.
+    fn path(&self, path: &str, at: &Location) -> Result<PathBuf, ConfigError> {
+        let relative = Path::new(path);
+        if relative.is_absolute() {
+            return Ok(relative.to_path_buf());
+        }
+        if relative
+            .components()
+            .any(|part| matches!(part, PathPart::ParentDir))
+        {
+            return Err(ConfigError::new(
+                at.clone(),
+                format!(
+                    "path `{path}` escapes the work dir `{}/{}`; write an absolute path to leave it",
+                    self.work_dir_setting, self.def.name
+                ),
+            ));
+        }
+        Ok(self.workdir.join(relative))
+    }
+}
+
+fn mode(resource: &ResourceDef, default: u32, inputs: &mut Inputs) -> Result<u32, ConfigError> {
+    let Some(sourced) = resource.field("mode") else {
+        inputs.insert("mode".into(), Input::plain(format!("{default:04o}")));
+        return Ok(default);
+    };
+    let digits = sourced.value.trim_start_matches("0o");
+    let mode = u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .ok_or_else(|| {
+            ConfigError::new(
+                sourced.location.clone(),
+                format!("`{}` is not an octal file mode such as 0644", sourced.value),
+            )
+        })?;
+    inputs.insert(
+        "mode".into(),
+        Input::at(format!("{mode:04o}"), sourced.location.clone()),
+    );
+    Ok(mode)
+}
+
+fn timeout(resource: &ResourceDef, default: u64) -> Result<u64, ConfigError> {
+    match resource.field("timeout") {
+        None => Ok(default),
+        Some(field) => field
+            .value
+            .trim()
+            .trim_end_matches('s')
+            .parse()
+            .map_err(|_| {
+                ConfigError::new(
+                    field.location.clone(),
+                    format!("`{}` is not a number of seconds", field.value),
+                )
+            }),
+    }
+}

@@ -1,0 +1,91 @@
+//! Processes known by pid files: is it running, and is it the same one?
+//!
+//! A pid alone is not an identity: pids are reused. A process is recorded
+//! as its pid plus its start time (field 22 of `/proc/PID/stat`, clock
+//! ticks since boot), and a recorded process counts as running only if
+//! both still match. Signals go through `nix`; nothing shells out to
+//! `kill`.
+
+use std::fs;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl Process {
+    /// The live process with this pid, unless it is a zombie.
+    pub fn find(pid: i32) -> Option<Process> {
+        if pid <= 0 {
+            return None;
+        }
+        match kill(Pid::from_raw(pid), None) {
+            Ok(()) | Err(Errno::EPERM) => {}
+            Err(_) => return None,
+        }
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may contain spaces and parentheses; the fields
+        // after the last `)` are fixed: state is the first, start time the
+        // twentieth.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        if fields.first() == Some(&"Z") {
+            return None;
+        }
+        let start_time = fields.get(19)?.parse().ok()?;
+        Some(Process { pid, start_time })
+    }
+
+    /// The live process a pid file names.
+    pub fn from_pidfile(pidfile: &Path) -> Option<Process> {
+        let text = fs::read_to_string(pidfile).ok()?;
+        Process::find(text.trim().parse().ok()?)
+    }
+
+    /// Whether this exact process (pid and start time) still runs.
+    pub fn is_alive(&self) -> bool {
+        Process::find(self.pid) == Some(*self)
+    }
+
+    /// Sends `signal`, named without `SIG` (`HUP`, `TERM`).
+    pub fn signal(&self, name: &str) -> Result<(), String> {
+        let signal: Signal = format!("SIG{name}")
+            .parse()
+            .map_err(|_| format!("unknown signal `{name}`"))?;
+        kill(Pid::from_raw(self.pid), signal)
+            .map_err(|errno| format!("cannot send SIG{name} to pid {}: {errno}", self.pid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_found_and_a_changed_start_time_is_not_the_same() {
+        let me = Process::find(std::process::id() as i32).expect("this process runs");
+        assert!(me.is_alive());
+        let impostor = Process {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!impostor.is_alive(), "a reused pid must not be trusted");
+    }
+
+    #[test]
+    fn a_pidfile_naming_a_dead_process_is_not_running() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("x.pid");
+        fs::write(&pidfile, format!("{pid}\n")).unwrap();
+        assert_eq!(Process::from_pidfile(&pidfile), None);
+    }
+}

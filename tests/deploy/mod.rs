@@ -1,0 +1,644 @@
+//! Deploying with `tack local`: what lands on disk (contents, modes,
+//! symlinks), what reruns after an edit and only that, drift repaired,
+//! `--dry-run`, `--explain`, `--diff` and `tack explain` changing nothing,
+//! sensitive files kept out of the output, state kept in `.tack/` and
+//! rebuilt from disk when lost or corrupt, and `tack graph`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::{set, Deployment};
+
+/// db provides its address; app requires it and deploys one of each kind
+/// of resource. 7 nodes.
+fn hello() -> Deployment {
+    Deployment::new()
+        .env(
+            "dev",
+            "
+            [environment]
+            connect_method = local
+
+            [hosts]
+            localhost = db, app
+
+            [component:app]
+            greeting = Hello from dev
+            ",
+        )
+        .component(
+            "db",
+            "
+            [attributes]
+            port = 5432
+            name = hello
+
+            [file:db.conf]
+            content =
+                listen = 127.0.0.1:{{ port }}
+                database = {{ name }}
+
+            [provide:database]
+            host = 127.0.0.1
+            port = {{ port }}
+            name = {{ name }}
+            ",
+        )
+        .component(
+            "app",
+            "
+            [attributes]
+            greeting = Hello
+            user = world
+
+            [require:database]
+
+            [directory:etc]
+            mode = 0750
+
+            [file:etc/app.ini]
+            source = app.ini
+
+            [file:bin/hello]
+            mode = 0755
+
+            [file:motd]
+            content = Welcome, {{ user }}!
+
+            [file:raw.txt]
+            template = false
+
+            [symlink:current]
+            target = {{ workdir }}/etc
+            ",
+        )
+        .source(
+            "app",
+            "app.ini",
+            "
+            greeting = {{ greeting }}
+            {% for db in database -%}
+            database = postgresql://{{ db.host }}:{{ db.port }}/{{ db.name }}
+            {% endfor -%}
+            ",
+        )
+        .source(
+            "app",
+            "bin/hello",
+            "
+            #!/bin/sh
+            echo hello from {{ workdir }}
+            ",
+        )
+        .source("app", "raw.txt", "{{ x }} stays as written\n")
+}
+
+const ALL_NODES: &[&str] = &[
+    "Db > File(db.conf)",
+    "App > Directory(etc)",
+    "App > File(etc/app.ini)",
+    "App > File(bin/hello)",
+    "App > File(motd)",
+    "App > File(raw.txt)",
+    "App > Symlink(current)",
+];
+
+/// `hello()`, deployed once.
+fn deployed() -> Deployment {
+    let d = hello();
+    d.tack(&["local", "dev"]).success();
+    d
+}
+
+#[test]
+fn first_deploy_writes_contents_and_modes() {
+    let d = hello();
+    let out = d.tack(&["local", "dev"]).success();
+
+    assert_eq!(
+        d.read("work/app/etc/app.ini"),
+        "greeting = Hello from dev\ndatabase = postgresql://127.0.0.1:5432/hello\n"
+    );
+    assert_eq!(d.mode("work/app/etc/app.ini"), 0o644, "the default mode");
+    assert!(d.path("work/app/etc").is_dir());
+    assert_eq!(d.mode("work/app/etc"), 0o750);
+    assert_eq!(
+        d.read("work/app/bin/hello"),
+        format!(
+            "#!/bin/sh\necho hello from {}\n",
+            d.path("work/app").display()
+        )
+    );
+    assert_eq!(d.mode("work/app/bin/hello"), 0o755);
+    assert_eq!(d.read("work/app/motd"), "Welcome, world!\n");
+    assert_eq!(
+        d.read("work/app/raw.txt"),
+        "{{ x }} stays as written\n",
+        "template = false deploys the source as it is"
+    );
+    assert_eq!(
+        fs::read_link(d.path("work/app/current")).unwrap(),
+        d.path("work/app/etc")
+    );
+    assert_eq!(
+        d.read("work/db/db.conf"),
+        "listen = 127.0.0.1:5432\ndatabase = hello\n"
+    );
+    assert_eq!(d.mode("work/db/db.conf"), 0o644);
+
+    assert_eq!(out.updated(), set(ALL_NODES), "{out}");
+    let updating = out.stdout.lines().filter(|l| l.starts_with("Updating "));
+    assert_eq!(
+        updating.count(),
+        ALL_NODES.len(),
+        "one line per node\n{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("localhost: 7 updated, 0 unchanged, 0 failed, 0 skipped in "),
+        "{out}"
+    );
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn second_run_changes_nothing() {
+    let d = deployed();
+    let before = d.snapshot();
+
+    let out = d.tack(&["local", "dev"]).success();
+
+    assert_eq!(out.updated(), set(&[]), "{out}");
+    assert!(
+        out.stdout
+            .contains("localhost: 0 updated, 7 unchanged, 0 failed, 0 skipped in "),
+        "{out}"
+    );
+    let after = d.snapshot();
+    assert_eq!(
+        before.under("work/").changed(&after.under("work/")),
+        set(&[])
+    );
+}
+
+#[test]
+fn override_change_reruns_only_the_files_that_use_it() {
+    let d = deployed();
+    let before = d.snapshot();
+
+    d.replace(
+        "environments/dev.cfg",
+        "greeting = Hello from dev",
+        "greeting = Hi from dev",
+    );
+    let out = d.tack(&["local", "dev"]).success();
+
+    assert_eq!(out.updated(), set(&["App > File(etc/app.ini)"]), "{out}");
+    assert!(d
+        .read("work/app/etc/app.ini")
+        .starts_with("greeting = Hi from dev\n"));
+    let after = d.snapshot();
+    assert_eq!(
+        before.under("work/").changed(&after.under("work/")),
+        set(&["work/app/etc/app.ini"])
+    );
+}
+
+#[test]
+fn provided_value_flows_to_the_requirer() {
+    let d = deployed();
+    let before = d.snapshot();
+
+    d.replace("components/db/component.cfg", "port = 5432", "port = 5433");
+    let out = d.tack(&["local", "dev"]).success();
+
+    assert_eq!(
+        out.updated(),
+        set(&["Db > File(db.conf)", "App > File(etc/app.ini)"]),
+        "{out}"
+    );
+    assert_eq!(
+        d.read("work/app/etc/app.ini"),
+        "greeting = Hello from dev\ndatabase = postgresql://127.0.0.1:5433/hello\n"
+    );
+    assert_eq!(
+        d.read("work/db/db.conf"),
+        "listen = 127.0.0.1:5433\ndatabase = hello\n"
+    );
+    let after = d.snapshot();
+    assert_eq!(
+        before.under("work/").changed(&after.under("work/")),
+        set(&["work/app/etc/app.ini", "work/db/db.conf"])
+    );
+}
+
+#[test]
+fn hand_edited_file_is_repaired() {
+    let d = deployed();
+    let deployed_text = d.read("work/app/etc/app.ini");
+
+    // Same size, right after the deploy: only the content tells.
+    d.replace("work/app/etc/app.ini", "Hello", "Howdy");
+    let out = d.tack(&["local", "dev", "--explain"]).success();
+
+    assert_eq!(out.updated(), set(&["App > File(etc/app.ini)"]), "{out}");
+    assert_eq!(d.read("work/app/etc/app.ini"), deployed_text);
+    let block = out.block("Updating App > File(etc/app.ini)");
+    assert!(block.contains("drifted"), "{block}");
+}
+
+#[test]
+fn chmod_by_hand_is_repaired() {
+    let d = deployed();
+
+    fs::set_permissions(
+        d.path("work/app/bin/hello"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    fs::set_permissions(d.path("work/app/etc"), fs::Permissions::from_mode(0o777)).unwrap();
+    let out = d.tack(&["local", "dev"]).success();
+
+    assert_eq!(
+        out.updated(),
+        set(&["App > File(bin/hello)", "App > Directory(etc)"]),
+        "{out}"
+    );
+    assert_eq!(d.mode("work/app/bin/hello"), 0o755);
+    assert_eq!(d.mode("work/app/etc"), 0o750);
+}
+
+#[test]
+fn deleted_file_and_symlink_are_recreated() {
+    let d = deployed();
+
+    fs::remove_file(d.path("work/app/motd")).unwrap();
+    fs::remove_file(d.path("work/app/current")).unwrap();
+    let out = d.tack(&["local", "dev"]).success();
+
+    assert_eq!(
+        out.updated(),
+        set(&["App > File(motd)", "App > Symlink(current)"]),
+        "{out}"
+    );
+    assert_eq!(d.read("work/app/motd"), "Welcome, world!\n");
+    assert_eq!(
+        fs::read_link(d.path("work/app/current")).unwrap(),
+        d.path("work/app/etc")
+    );
+}
+
+#[test]
+fn dry_run_before_the_first_deploy_creates_nothing() {
+    let d = hello();
+
+    let out = d.tack(&["local", "dev", "--dry-run"]).success();
+
+    assert_eq!(out.would_update(), set(ALL_NODES), "{out}");
+    assert_eq!(out.updated(), set(&[]), "{out}");
+    assert!(!d.exists("work"), "--dry-run created work/");
+    assert!(!d.exists(".tack"), "--dry-run created .tack/");
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let d = deployed();
+    d.replace("components/db/component.cfg", "port = 5432", "port = 5433");
+    d.write("work/app/motd", "edited by hand\n");
+    let before = d.snapshot();
+
+    let out = d.tack(&["local", "dev", "--dry-run"]).success();
+
+    assert_eq!(
+        out.would_update(),
+        set(&[
+            "Db > File(db.conf)",
+            "App > File(etc/app.ini)",
+            "App > File(motd)"
+        ]),
+        "{out}"
+    );
+    assert_eq!(out.updated(), set(&[]), "{out}");
+    assert_eq!(before.changed(&d.snapshot()), set(&[]));
+
+    // Nothing was recorded either: the real run still has all of it to do.
+    let out = d.tack(&["local", "dev"]).success();
+    assert_eq!(
+        out.updated(),
+        set(&[
+            "Db > File(db.conf)",
+            "App > File(etc/app.ini)",
+            "App > File(motd)"
+        ]),
+        "{out}"
+    );
+}
+
+#[test]
+fn explain_names_the_attribute_behind_a_provided_value() {
+    let d = deployed();
+    d.replace("components/db/component.cfg", "port = 5432", "port = 5433");
+    let before = d.snapshot();
+
+    let out = d
+        .tack(&["local", "dev", "--dry-run", "--explain"])
+        .success();
+
+    let block = out.block("Would update App > File(etc/app.ini)");
+    assert!(
+        block.lines().any(|line| {
+            line.contains("components/db/component.cfg:2 [attributes] port")
+                && line.contains("5432 -> 5433")
+        }),
+        "the root cause, where a person changed it:\n{block}"
+    );
+    assert!(
+        block.lines().any(|line| {
+            line.contains("components/db/component.cfg:12 [provide:database] port")
+                && line.contains("5432 -> 5433")
+        }),
+        "the provided value it reached the requirer through:\n{block}"
+    );
+    let block = out.block("Would update Db > File(db.conf)");
+    assert!(
+        block.contains("components/db/component.cfg:2 [attributes] port")
+            && block.contains("5432 -> 5433"),
+        "{block}"
+    );
+    assert_eq!(before.changed(&d.snapshot()), set(&[]));
+}
+
+#[test]
+fn explain_names_the_environment_override() {
+    let d = deployed();
+    d.replace(
+        "environments/dev.cfg",
+        "greeting = Hello from dev",
+        "greeting = Hi from dev",
+    );
+    let before = d.snapshot();
+
+    let out = d
+        .tack(&["local", "dev", "--dry-run", "--explain"])
+        .success();
+
+    assert_eq!(
+        out.would_update(),
+        set(&["App > File(etc/app.ini)"]),
+        "{out}"
+    );
+    let block = out.block("Would update App > File(etc/app.ini)");
+    assert!(
+        block.lines().any(|line| {
+            line.contains("environments/dev.cfg:8 [component:app] greeting")
+                && line.contains("Hello from dev -> Hi from dev")
+        }),
+        "{block}"
+    );
+    assert_eq!(before.changed(&d.snapshot()), set(&[]));
+}
+
+#[test]
+fn explain_command_is_a_dry_run_with_explanations() {
+    let d = deployed();
+    d.replace("components/db/component.cfg", "port = 5432", "port = 5433");
+    d.write("work/app/motd", "edited by hand\n");
+    let before = d.snapshot();
+
+    let explain = d.tack(&["explain", "dev"]).success();
+    let local = d
+        .tack(&["local", "dev", "--dry-run", "--explain"])
+        .success();
+
+    assert_eq!(untimed(&explain.stdout), untimed(&local.stdout));
+    assert_eq!(explain.would_update().len(), 3, "{explain}");
+    assert_eq!(before.changed(&d.snapshot()), set(&[]));
+}
+
+/// The output without the wall time of the summary line.
+fn untimed(stdout: &str) -> String {
+    stdout
+        .lines()
+        .map(|line| match line.rsplit_once(" in ") {
+            Some((head, time)) if time.ends_with('s') => head,
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn diff_shows_the_changed_lines() {
+    let d = deployed();
+    d.replace(
+        "environments/dev.cfg",
+        "greeting = Hello from dev",
+        "greeting = Hi from dev",
+    );
+
+    let out = d.tack(&["local", "dev", "--diff"]).success();
+
+    let block = out.block("Updating App > File(etc/app.ini)");
+    let lines: Vec<&str> = block.lines().map(str::trim_start).collect();
+    assert!(lines.contains(&"-greeting = Hello from dev"), "{block}");
+    assert!(lines.contains(&"+greeting = Hi from dev"), "{block}");
+    assert!(
+        !lines.iter().any(|line| line.starts_with("-database")),
+        "an unchanged line shown as removed:\n{block}"
+    );
+}
+
+/// app deploys `secret.conf` (sensitive) with a password overridden in dev.
+fn with_secret() -> Deployment {
+    Deployment::new()
+        .env(
+            "dev",
+            "
+            [hosts]
+            localhost = app
+
+            [component:app]
+            password = hunter2
+            ",
+        )
+        .component(
+            "app",
+            "
+            [attributes]
+            password = changeme
+
+            [file:secret.conf]
+            content = password={{ password }}
+            sensitive = true
+
+            [file:token]
+            content = tok-1111
+            sensitive = true
+            ",
+        )
+}
+
+#[test]
+fn sensitive_file_shows_no_diff() {
+    let d = with_secret();
+    let out = d.tack(&["local", "dev", "--diff"]).success();
+    assert_eq!(d.read("work/app/secret.conf"), "password=hunter2\n");
+    assert_eq!(
+        d.mode("work/app/secret.conf"),
+        0o600,
+        "sensitive defaults to 0600"
+    );
+    assert!(!out.stdout.contains("hunter2"), "{out}");
+
+    d.replace("environments/dev.cfg", "hunter2", "swordfish");
+    let out = d.tack(&["local", "dev", "--diff"]).success();
+
+    assert_eq!(out.updated(), set(&["App > File(secret.conf)"]), "{out}");
+    assert_eq!(d.read("work/app/secret.conf"), "password=swordfish\n");
+    for secret in ["hunter2", "swordfish"] {
+        assert!(!out.stdout.contains(secret), "{secret} shown\n{out}");
+        assert!(!out.stderr.contains(secret), "{secret} shown\n{out}");
+    }
+}
+
+#[test]
+fn explain_hides_sensitive_inline_content() {
+    let d = with_secret();
+    d.tack(&["local", "dev"]).success();
+
+    d.replace("components/app/component.cfg", "tok-1111", "tok-2222");
+    let out = d
+        .tack(&["local", "dev", "--dry-run", "--explain", "--diff"])
+        .success();
+
+    assert_eq!(out.would_update(), set(&["App > File(token)"]), "{out}");
+    for secret in ["tok-1111", "tok-2222"] {
+        assert!(!out.stdout.contains(secret), "{secret} shown\n{out}");
+        assert!(!out.stderr.contains(secret), "{secret} shown\n{out}");
+    }
+}
+
+#[test]
+fn explain_hides_the_value_of_a_sensitive_file() {
+    let d = with_secret();
+    d.tack(&["local", "dev"]).success();
+
+    d.replace("environments/dev.cfg", "hunter2", "swordfish");
+    let out = d
+        .tack(&["local", "dev", "--dry-run", "--explain", "--diff"])
+        .success();
+
+    assert_eq!(
+        out.would_update(),
+        set(&["App > File(secret.conf)"]),
+        "{out}"
+    );
+    for secret in ["hunter2", "swordfish"] {
+        assert!(!out.stdout.contains(secret), "{secret} shown\n{out}");
+        assert!(!out.stderr.contains(secret), "{secret} shown\n{out}");
+    }
+}
+
+#[test]
+fn same_rendered_output_is_not_rewritten() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            "
+            [attributes]
+            code = ab
+
+            [file:length.txt]
+            content = {{ code|length }}
+
+            [file:code.txt]
+            content = {{ code }}
+            ",
+        );
+    d.tack(&["local", "dev"]).success();
+    let mtime = d.mtime("work/app/length.txt");
+    let before = d.snapshot();
+
+    d.replace("components/app/component.cfg", "code = ab", "code = cd");
+    let out = d.tack(&["local", "dev", "--explain"]).success();
+
+    assert_eq!(out.updated(), set(&["App > File(code.txt)"]), "{out}");
+    assert_eq!(d.read("work/app/length.txt"), "2\n");
+    assert_eq!(
+        d.mtime("work/app/length.txt"),
+        mtime,
+        "length.txt was rewritten"
+    );
+    assert_eq!(
+        before.under("work/").changed(&d.snapshot().under("work/")),
+        set(&["work/app/code.txt"])
+    );
+    let block = out.block("Unchanged App > File(length.txt)");
+    assert!(block.contains("ab -> cd"), "{block}");
+    assert!(block.contains("the output is the same"), "{block}");
+}
+
+#[test]
+fn state_is_kept_and_rebuilt_from_disk() {
+    let d = deployed();
+    assert!(d.exists(".tack/state/dev/localhost.json"));
+
+    fs::remove_dir_all(d.path(".tack")).unwrap();
+    d.write("work/app/motd", "edited by hand\n");
+    let before = d.snapshot();
+    let out = d.tack(&["local", "dev"]).success();
+
+    assert_eq!(
+        out.updated(),
+        set(&["App > File(motd)"]),
+        "only what differs on disk is rewritten\n{out}"
+    );
+    assert_eq!(
+        before.under("work/").changed(&d.snapshot().under("work/")),
+        set(&["work/app/motd"])
+    );
+    assert_eq!(d.read("work/app/motd"), "Welcome, world!\n");
+    assert!(d.exists(".tack/state/dev/localhost.json"));
+
+    let out = d.tack(&["local", "dev"]).success();
+    assert_eq!(out.updated(), set(&[]), "{out}");
+}
+
+#[test]
+fn corrupt_state_is_discarded_with_a_warning() {
+    let d = deployed();
+    d.write(
+        ".tack/state/dev/localhost.json",
+        "{\"format\": 1, \"nodes\": {gar",
+    );
+    d.write("work/app/motd", "edited by hand\n");
+
+    let out = d.tack(&["local", "dev"]).success();
+
+    assert!(out.stderr.contains("warning:"), "{out}");
+    assert!(out.stderr.contains("localhost.json"), "{out}");
+    assert_eq!(out.updated(), set(&["App > File(motd)"]), "{out}");
+    assert_eq!(d.read("work/app/motd"), "Welcome, world!\n");
+
+    let out = d.tack(&["local", "dev"]).success();
+    assert_eq!(out.stderr, "", "the state was written anew");
+    assert_eq!(out.updated(), set(&[]), "{out}");
+}
+
+#[test]
+fn graph_prints_every_node() {
+    let d = hello();
+
+    let out = d.tack(&["graph", "dev"]).success();
+
+    assert!(out.stdout.starts_with("digraph"), "{out}");
+    for node in ALL_NODES {
+        assert!(out.stdout.contains(&format!("\"{node}\"")), "{node}\n{out}");
+    }
+    assert!(
+        out.stdout.contains(" -> "),
+        "etc/app.ini waits for etc\n{out}"
+    );
+    assert!(!d.exists("work") && !d.exists(".tack"));
+}

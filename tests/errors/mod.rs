@@ -1,0 +1,331 @@
+//! Bad input, one test per mistake: tack refuses it before touching
+//! anything, exits with 2, and says on stderr which file, line and section
+//! are at fault. A deployment never deployed gets no `work/` and no
+//! `.tack/`; one deployed before is left exactly as it was.
+
+use crate::support::{set, Deployment, Output};
+
+/// A deployment of the single component `app` on localhost.
+fn app(component_cfg: &str) -> Deployment {
+    Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component("app", component_cfg)
+}
+
+/// Runs `tack ARGS` and asserts it was refused with every one of
+/// `needles` on stderr, and nothing created.
+#[track_caller]
+fn refused(d: &Deployment, args: &[&str], needles: &[&str]) -> Output {
+    let out = d.tack(args);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.starts_with("error: "), "{out}");
+    for needle in needles {
+        assert!(
+            out.stderr.contains(needle),
+            "stderr lacks `{needle}`\n{out}"
+        );
+    }
+    assert_eq!(out.updated(), set(&[]), "{out}");
+    assert!(!d.exists("work"), "work/ was created\n{out}");
+    assert!(!d.exists(".tack"), ".tack/ was created\n{out}");
+    out
+}
+
+#[test]
+fn malformed_section_header() {
+    let d = app("
+        [attributes]
+        port = 1
+
+        [broken
+        x = 1
+
+        [file:a]
+        content = a
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &["components/app/component.cfg:4", "[broken"],
+    );
+}
+
+#[test]
+fn unterminated_section_header_at_the_end() {
+    let d = app("
+        [attributes]
+        port = 1
+        [broken
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &["components/app/component.cfg:3", "[broken"],
+    );
+}
+
+#[test]
+fn unknown_section_kind() {
+    let d = app("
+        [attributes]
+        port = 1
+
+        [frobnicate:x]
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &[
+            "components/app/component.cfg:4 [frobnicate:x]",
+            "unknown section kind",
+        ],
+    );
+}
+
+#[test]
+fn unknown_key_in_a_section() {
+    let d = app("
+        [file:a]
+        content = a
+        mdoe = 0644
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &[
+            "components/app/component.cfg:3 [file:a] mdoe",
+            "unknown key `mdoe`",
+        ],
+    );
+}
+
+#[test]
+fn template_syntax_error() {
+    let d = app("[file:app.ini]\n").source(
+        "app",
+        "app.ini",
+        "
+        ok = 1
+        {% if %}
+        x = 2
+        {% endif %}
+        ",
+    );
+    refused(
+        &d,
+        &["local", "dev"],
+        &["components/app/app.ini:2", "syntax error"],
+    );
+}
+
+#[test]
+fn undefined_template_variable() {
+    let d = app("
+        [attributes]
+        port = 5432
+
+        [file:app.ini]
+        ")
+    .source(
+        "app",
+        "app.ini",
+        "
+        host = localhost
+        port = {{ prot }}
+        ",
+    );
+    let out = refused(
+        &d,
+        &["local", "dev"],
+        &["components/app/app.ini:2", "`prot`"],
+    );
+    assert!(out.stderr.contains("undefined"), "{out}");
+}
+
+#[test]
+fn missing_source_file() {
+    let d = app("
+        [attributes]
+        port = 1
+
+        [file:x.conf]
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &[
+            "components/app/component.cfg:4 [file:x.conf]",
+            "components/app/x.conf",
+        ],
+    );
+}
+
+#[test]
+fn require_without_provider() {
+    let d = app("
+        [attributes]
+        port = 1
+
+        [require:database]
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &[
+            "components/app/component.cfg:4 [require:database]",
+            "`database`",
+        ],
+    );
+}
+
+#[test]
+fn provide_require_cycle() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = a, b\n")
+        .component(
+            "a",
+            "
+            [provide:y]
+            v = 1
+
+            [require:x]
+            ",
+        )
+        .component(
+            "b",
+            "
+            [provide:x]
+            v = 1
+
+            [require:y]
+            ",
+        );
+    refused(&d, &["local", "dev"], &["cycle", "`a`", "`b`"]);
+}
+
+#[test]
+fn path_escaping_the_work_dir() {
+    let d = app("
+        [file:../escape.txt]
+        content = x
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &[
+            "components/app/component.cfg:1 [file:../escape.txt]",
+            "escapes",
+        ],
+    );
+}
+
+#[test]
+fn unknown_environment() {
+    let d = app("[file:a]\ncontent = a\n").env("prod", "[hosts]\nlocalhost = app\n");
+    refused(
+        &d,
+        &["local", "nope"],
+        &["environments/nope.cfg", "dev, prod"],
+    );
+}
+
+#[test]
+fn unknown_component_in_hosts() {
+    let d = app("[file:a]\ncontent = a\n").env(
+        "dev",
+        "
+        [hosts]
+        localhost = app, ghost
+        ",
+    );
+    refused(
+        &d,
+        &["local", "dev"],
+        &["environments/dev.cfg:2 [hosts] localhost", "`ghost`"],
+    );
+}
+
+#[test]
+fn override_of_an_unknown_attribute() {
+    let d = app("
+        [attributes]
+        color = blue
+
+        [file:a]
+        content = {{ color }}
+        ")
+    .env(
+        "dev",
+        "
+        [hosts]
+        localhost = app
+
+        [component:app]
+        colour = red
+        ",
+    );
+    refused(
+        &d,
+        &["local", "dev"],
+        &["environments/dev.cfg:5 [component:app] colour", "`colour`"],
+    );
+}
+
+#[test]
+fn invalid_mode() {
+    let d = app("
+        [file:a]
+        content = a
+        mode = 999
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &["components/app/component.cfg:3 [file:a] mode", "`999`"],
+    );
+}
+
+#[test]
+fn every_broken_component_is_reported_at_once() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = good, a, b\n")
+        .component("good", "[file:good.txt]\ncontent = fine\n")
+        .component("a", "[frobnicate:x]\n")
+        .component("b", "[file:b]\nmdoe = 0644\n");
+    let out = refused(
+        &d,
+        &["local", "dev"],
+        &[
+            "components/a/component.cfg:1 [frobnicate:x]",
+            "components/b/component.cfg:2 [file:b] mdoe",
+        ],
+    );
+    assert_eq!(out.stderr.matches("error: ").count(), 2, "{out}");
+}
+
+#[test]
+fn bad_edit_after_a_deploy_changes_nothing() {
+    let d = app("
+        [attributes]
+        port = 5432
+
+        [file:app.ini]
+
+        [file:motd]
+        content = hello
+        ")
+    .source("app", "app.ini", "port = {{ port }}\n");
+    d.tack(&["local", "dev"]).success();
+    let before = d.snapshot();
+
+    d.replace("components/app/app.ini", "{{ port }}", "{{ prot }}");
+    d.replace("components/app/component.cfg", "hello", "hello again");
+    let out = d.tack(&["local", "dev"]);
+
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("components/app/app.ini:1"), "{out}");
+    assert!(out.stderr.contains("`prot`"), "{out}");
+    assert_eq!(out.updated(), set(&[]), "{out}");
+    assert_eq!(before.changed(&d.snapshot()), set(&[]));
+    assert!(!before.is_empty());
+}
