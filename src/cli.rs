@@ -59,10 +59,19 @@ pub struct LocalArgs {
     /// Run at most N nodes at once (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+    /// `text` (batou-style lines) or `json` (one report at the end).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
     /// Run this node even if it is up to date: a node id such as
     /// `tick/file:tick.sh`, or a component name for all of its nodes.
     #[arg(long, value_name = "NODE")]
     pub force: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -8,13 +8,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
+use serde::Serialize;
 
 use crate::apply::{apply, Applied};
 use crate::atomic::sweep_orphans;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::executor::{run_dag, Outcome};
 use crate::graph::{Action, HostGraph, NodeSpec};
 use crate::plan::{decide, Decision, Verdict};
@@ -50,7 +51,41 @@ impl Options {
     }
 }
 
-pub fn deploy_host(graph: &HostGraph, options: &Options, reporter: &Reporter) -> Result<Summary> {
+/// What happened to one host, for the summary and `--format json`.
+#[derive(Debug, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub dry_run: bool,
+    pub summary: Summary,
+    pub seconds: f64,
+    pub nodes: Vec<NodeReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeReport {
+    pub id: String,
+    pub display: String,
+    /// `updated`, `started`, `reloaded`, `unchanged`, `failed`, `skipped`,
+    /// or in a dry run `would update`, `would start`, `would reload`.
+    pub outcome: String,
+    pub reasons: Vec<Reason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl HostReport {
+    pub fn failed(&self) -> bool {
+        self.summary.failed > 0
+    }
+}
+
+pub fn deploy_host(
+    graph: &HostGraph,
+    options: &Options,
+    reporter: &Reporter,
+) -> Result<HostReport> {
     let started = Instant::now();
     let store = StateStore::new(&options.root, &graph.environment, &graph.host);
     let (mut state, warnings) = store.load();
@@ -64,33 +99,30 @@ pub fn deploy_host(graph: &HostGraph, options: &Options, reporter: &Reporter) ->
         .map(|node| decide(node, state.nodes.get(&node.id), options.forced(node)))
         .collect();
 
-    let mut summary = Summary::default();
     if options.dry_run {
+        let mut nodes = Vec::new();
         for (node, decision) in graph.nodes.iter().zip(&decisions) {
-            match decision.verdict {
-                Verdict::Run => {
-                    summary.updated += 1;
-                    if options.shown(node) {
-                        let diff = options
-                            .diff
-                            .then(|| planned_diff(node, &options.root))
-                            .flatten();
-                        reporter.node(
-                            &verb(node, decision, true),
-                            &node.display,
-                            &decision.reasons,
-                            diff.as_deref(),
-                        );
-                    }
+            let outcome = if decision.verdict == Verdict::Run {
+                let diff = options
+                    .diff
+                    .then(|| planned_diff(node, &options.root))
+                    .flatten();
+                if options.shown(node) {
+                    reporter.node(
+                        &verb(node, decision, true),
+                        &node.display,
+                        &decision.reasons,
+                        diff.as_deref(),
+                    );
                 }
-                _ => {
-                    summary.unchanged += 1;
-                    report_unchanged(reporter, options, node, decision);
-                }
-            }
+                outcome_word(node, decision, true).to_string()
+            } else {
+                report_unchanged(reporter, options, node, decision);
+                "unchanged".to_string()
+            };
+            nodes.push(node_report(node, decision, outcome, None, None));
         }
-        reporter.line(&summary.line(&graph.host, true, started.elapsed()));
-        return Ok(summary);
+        return Ok(finish(graph, reporter, nodes, true, started));
     }
 
     let selected: Vec<bool> = decisions
@@ -114,15 +146,17 @@ pub fn deploy_host(graph: &HostGraph, options: &Options, reporter: &Reporter) ->
         store.save(&state)?;
     }
 
-    let finished: Mutex<Vec<(usize, NodeRecord)>> = Mutex::new(Vec::new());
+    let finished: Mutex<Vec<(usize, NodeRecord, Duration)>> = Mutex::new(Vec::new());
     let deps: Vec<Vec<usize>> = graph.nodes.iter().map(|node| node.deps.clone()).collect();
     let work = |index: usize| -> std::result::Result<(), String> {
         let node = &graph.nodes[index];
         let decision = &decisions[index];
-        let diff = (options.diff && !node.sensitive)
+        let began = Instant::now();
+        let diff = options
+            .diff
             .then(|| planned_diff(node, &options.root))
             .flatten();
-        let progress = |elapsed: std::time::Duration| {
+        let progress = |elapsed: Duration| {
             let seconds = elapsed.as_secs();
             reporter.line(&format!(
                 "  ... {}{} still running ({seconds}s)",
@@ -134,10 +168,11 @@ pub fn deploy_host(graph: &HostGraph, options: &Options, reporter: &Reporter) ->
         store
             .journal(&node.id, &record)
             .map_err(|error| error.to_string())?;
+        let took = began.elapsed();
         finished
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((index, record));
+            .push((index, record, took));
         reporter.node(
             &verb(node, decision, false),
             &node.display,
@@ -148,16 +183,21 @@ pub fn deploy_host(graph: &HostGraph, options: &Options, reporter: &Reporter) ->
     };
     let outcomes = run_dag(&deps, &selected, options.jobs, &work);
 
-    for (index, record) in finished.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    let mut durations = vec![None; graph.nodes.len()];
+    for (index, record, took) in finished.into_inner().unwrap_or_else(|e| e.into_inner()) {
         state.nodes.insert(graph.nodes[index].id.clone(), record);
+        durations[index] = Some(took.as_secs_f64());
     }
+    let mut nodes = Vec::new();
     for (index, outcome) in outcomes.iter().enumerate() {
         let node = &graph.nodes[index];
         let decision = &decisions[index];
-        match outcome {
-            Outcome::Done => summary.updated += 1,
+        let report = match outcome {
+            Outcome::Done => {
+                let outcome = outcome_word(node, decision, false).to_string();
+                node_report(node, decision, outcome, durations[index], None)
+            }
             Outcome::NotNeeded => {
-                summary.unchanged += 1;
                 if decision.verdict == Verdict::Record {
                     let seen = Applied {
                         observed: decision.observed,
@@ -172,39 +212,85 @@ pub fn deploy_host(graph: &HostGraph, options: &Options, reporter: &Reporter) ->
                     state.nodes.insert(node.id.clone(), record);
                 }
                 report_unchanged(reporter, options, node, decision);
+                node_report(node, decision, "unchanged".into(), None, None)
             }
             Outcome::Failed(message) => {
-                summary.failed += 1;
-                reporter.node("Failed", &node.display, &decision.reasons, None);
-                reporter.line(&format!("    error: {message}"));
+                let mut block = format!("Failed {}{}\n", reporter.prefix, node.display);
+                block.push_str(&format!("    error: {message}\n"));
+                reporter.block(&block, &decision.reasons);
+                node_report(node, decision, "failed".into(), None, Some(message.clone()))
             }
             Outcome::Skipped(culprit) => {
-                summary.skipped += 1;
-                let because = format!("(because {} failed)", graph.nodes[*culprit].display);
+                let culprit = &graph.nodes[*culprit].display;
                 reporter.line(&format!(
-                    "Skipped {}{} {because}",
+                    "Skipped {}{} (because {culprit} failed)",
                     reporter.prefix, node.display
                 ));
+                node_report(
+                    node,
+                    decision,
+                    "skipped".into(),
+                    None,
+                    Some(format!("{culprit} failed")),
+                )
             }
-        }
+        };
+        nodes.push(report);
     }
     // Nodes that are gone from the configuration are forgotten; removing
     // what they deployed is `--prune`'s job, not a side effect of a deploy.
     state
         .nodes
         .retain(|id, _| graph.nodes.iter().any(|node| &node.id == id));
-    let changed = summary.updated > 0 || decisions.iter().any(|d| d.verdict == Verdict::Record);
-    if changed || summary.failed > 0 || !store.path().exists() {
+    let recorded = decisions.iter().any(|d| d.verdict == Verdict::Record);
+    if selected.contains(&true) || recorded || !store.path().exists() {
         store.save(&state)?;
     }
-    reporter.line(&summary.line(&graph.host, false, started.elapsed()));
-    if summary.failed > 0 {
-        return Err(Error::NodesFailed {
-            failed: summary.failed,
-            skipped: summary.skipped,
-        });
+    Ok(finish(graph, reporter, nodes, false, started))
+}
+
+fn finish(
+    graph: &HostGraph,
+    reporter: &Reporter,
+    nodes: Vec<NodeReport>,
+    dry_run: bool,
+    started: Instant,
+) -> HostReport {
+    let mut summary = Summary::default();
+    for node in &nodes {
+        match node.outcome.as_str() {
+            "unchanged" => summary.unchanged += 1,
+            "failed" => summary.failed += 1,
+            "skipped" => summary.skipped += 1,
+            _ => summary.updated += 1,
+        }
     }
-    Ok(summary)
+    let elapsed = started.elapsed();
+    reporter.line(&summary.line(&graph.host, dry_run, elapsed));
+    HostReport {
+        host: graph.host.clone(),
+        dry_run,
+        summary,
+        seconds: elapsed.as_secs_f64(),
+        nodes,
+    }
+}
+
+fn node_report(
+    node: &NodeSpec,
+    decision: &Decision,
+    outcome: String,
+    seconds: Option<f64>,
+    error: Option<String>,
+) -> NodeReport {
+    NodeReport {
+        id: node.id.clone(),
+        display: node.display.clone(),
+        outcome,
+        reasons: decision.reasons.clone(),
+        seconds,
+        error,
+    }
 }
 
 /// With `--explain`, a node that does not run but whose inputs changed
@@ -249,7 +335,20 @@ fn verb(node: &NodeSpec, decision: &Decision, dry_run: bool) -> String {
     }
 }
 
-/// The diff a file node's write would make, shown relative to the root.
+/// The outcome of a node that ran, as the JSON report names it.
+fn outcome_word(node: &NodeSpec, decision: &Decision, dry_run: bool) -> &'static str {
+    match (&node.action, decision.running, dry_run) {
+        (Action::Service(_), Some(_), false) => "reloaded",
+        (Action::Service(_), Some(_), true) => "would reload",
+        (Action::Service(_), None, false) => "started",
+        (Action::Service(_), None, true) => "would start",
+        (_, _, false) => "updated",
+        (_, _, true) => "would update",
+    }
+}
+
+/// The diff a file node's write would make, shown relative to the root;
+/// never for a sensitive file.
 fn planned_diff(node: &NodeSpec, root: &Path) -> Option<String> {
     if node.sensitive {
         return None;

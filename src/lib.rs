@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, Target};
+use crate::cli::{Cli, Command, Format, Target};
 use crate::configure::{environment_def, host_graph};
 use crate::db::{Database, Deployment};
 use crate::deploy::{deploy_host, Options};
@@ -70,14 +70,14 @@ fn dispatch(cli: Cli) -> Result<()> {
                 force: args.force,
                 ..options
             };
-            deploy(&args.target, &options)
+            deploy(&args.target, &options, args.format)
         }
         Command::Explain(args) => {
             let options = Options {
                 only: args.node,
                 ..options(&args.target, true, true, args.diff)?
             };
-            deploy(&args.target, &options)
+            deploy(&args.target, &options, Format::Text)
         }
         Command::Graph(args) => {
             for graph in configure_all(&args.target)? {
@@ -105,22 +105,36 @@ fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<
     })
 }
 
-fn deploy(target: &Target, options: &Options) -> Result<()> {
+fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
     let graphs = configure_all(target)?;
     let several = graphs.len() > 1;
-    let mut failed = None;
+    let mut reports = Vec::new();
     for graph in &graphs {
         let prefix = if several {
             format!("{}: ", graph.host)
         } else {
             String::new()
         };
-        let reporter = Reporter::new(options.explain, prefix);
-        if let Err(error) = deploy_host(graph, options, &reporter) {
-            failed = Some(error);
-        }
+        let json = format == Format::Json;
+        let reporter = Reporter::new(options.explain, prefix, &options.root, json);
+        reports.push(deploy_host(graph, options, &reporter)?);
     }
-    failed.map_or(Ok(()), Err)
+    if format == Format::Json {
+        let report = serde_json::json!({
+            "environment": options.environment,
+            "hosts": reports,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    }
+    let failed: usize = reports.iter().map(|r| r.summary.failed).sum();
+    let skipped: usize = reports.iter().map(|r| r.summary.skipped).sum();
+    if failed > 0 {
+        return Err(Error::NodesFailed { failed, skipped });
+    }
+    Ok(())
 }
 
 /// Configures the whole environment (every host, so provide/require

@@ -5,6 +5,7 @@
 //! written under one lock, so lines from parallel nodes never interleave.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,29 +20,44 @@ pub struct Reporter {
     out: Mutex<std::io::Stdout>,
     pub explain: bool,
     pub prefix: String,
+    /// Shown as relative paths in reasons.
+    root: String,
+    /// `--format json` prints one report at the end, nothing on the way.
+    quiet: bool,
 }
 
 impl Reporter {
-    pub fn new(explain: bool, prefix: String) -> Reporter {
+    pub fn new(explain: bool, prefix: String, root: &Path, quiet: bool) -> Reporter {
         Reporter {
             out: Mutex::new(std::io::stdout()),
             explain,
             prefix,
+            root: format!("{}/", root.display()),
+            quiet,
         }
     }
 
     /// Prints `verb display`, then reasons and a diff as asked.
     pub fn node(&self, verb: &str, display: &str, reasons: &[Reason], diff: Option<&str>) {
         let mut block = format!("{verb} {}{display}\n", self.prefix);
-        if self.explain {
-            for reason in reasons {
-                block.push_str(&reason.render("    "));
-            }
-        }
+        block.push_str(&self.reasons(reasons));
         if let Some(diff) = diff {
             block.push_str(diff);
         }
         self.write(&block);
+    }
+
+    /// Prints `text` followed by the reasons, as one block.
+    pub fn block(&self, text: &str, reasons: &[Reason]) {
+        self.write(&format!("{text}{}", self.reasons(reasons)));
+    }
+
+    fn reasons(&self, reasons: &[Reason]) -> String {
+        if !self.explain {
+            return String::new();
+        }
+        let text: String = reasons.iter().map(|reason| reason.render("    ")).collect();
+        text.replace(&self.root, "")
     }
 
     pub fn line(&self, text: &str) {
@@ -49,6 +65,9 @@ impl Reporter {
     }
 
     fn write(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
         let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = out.lock();
         // A closed pipe (`tack ... | head`) is not a deploy failure.

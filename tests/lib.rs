@@ -15,3 +15,7 @@ mod deploy;
 /// Bad input: one test per mistake, each refused with its location and
 /// nothing changed.
 mod errors;
+
+/// The executor: parallelism and order from recorded instants, failure
+/// semantics, step outputs, the JSON report.
+mod executor;
