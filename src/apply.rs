@@ -70,6 +70,22 @@ pub fn apply(
             applied.facts = facts;
             Ok(applied)
         }
+        Action::Venv(bootstrap) => {
+            let version = bootstrap_venv(bootstrap, progress)?;
+            Ok(Applied {
+                facts: [("python".to_string(), version)].into(),
+                ..Applied::default()
+            })
+        }
+        Action::Program { cwd, ctl, name } => {
+            // supervisorctl reports some failures only in its output.
+            let script = format!(
+                "out=$({ctl} restart {name} 2>&1); status=$?; echo \"$out\"; case \"$out\" in *ERROR*) exit 1;; esac; exit $status",
+                name = shell_quote(name)
+            );
+            runner::run(&script, cwd, &[], Duration::from_secs(60), progress)?;
+            Ok(Applied::default())
+        }
         Action::Service(spec) => {
             let process = match decision.running {
                 Some(process) => reload(spec, process, progress)?,
@@ -166,8 +182,8 @@ fn produced(outputs: &[PathBuf]) -> Vec<PathBuf> {
 fn bootstrap_venv(bootstrap: &Bootstrap, progress: &dyn Fn(Duration)) -> Result<String, String> {
     let version = python_version(&bootstrap.python)
         .ok_or_else(|| format!("cannot run `{} --version`", bootstrap.python))?;
-    let marker = bootstrap.venv.join(".tack-bootstrap");
-    let wanted = format!("python {version}\n{}\n", bootstrap.packages.join("\n"));
+    let marker = bootstrap.marker_path();
+    let wanted = bootstrap.marker(&version);
     if fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(version);
     }

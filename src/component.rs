@@ -33,6 +33,7 @@ pub enum ResourceKind {
     Command,
     Buildout,
     Service,
+    Supervisor,
 }
 
 impl ResourceKind {
@@ -44,6 +45,7 @@ impl ResourceKind {
             "command" => Some(ResourceKind::Command),
             "buildout" => Some(ResourceKind::Buildout),
             "service" => Some(ResourceKind::Service),
+            "supervisor" => Some(ResourceKind::Supervisor),
             _ => None,
         }
     }
@@ -53,13 +55,16 @@ impl ResourceKind {
     pub fn is_barrier(self) -> bool {
         matches!(
             self,
-            ResourceKind::Command | ResourceKind::Buildout | ResourceKind::Service
+            ResourceKind::Command
+                | ResourceKind::Buildout
+                | ResourceKind::Service
+                | ResourceKind::Supervisor
         )
     }
 
     /// `[buildout]` stands alone; every other kind names a path or a name.
     fn takes_argument(self) -> bool {
-        self != ResourceKind::Buildout
+        !matches!(self, ResourceKind::Buildout | ResourceKind::Supervisor)
     }
 
     fn required_keys(self) -> &'static [&'static str] {
@@ -80,6 +85,7 @@ impl ResourceKind {
             ResourceKind::Command => "command",
             ResourceKind::Buildout => "buildout",
             ResourceKind::Service => "service",
+            ResourceKind::Supervisor => "supervisor",
         }
     }
 
@@ -92,6 +98,7 @@ impl ResourceKind {
             ResourceKind::Command => "Command",
             ResourceKind::Buildout => "Buildout",
             ResourceKind::Service => "Service",
+            ResourceKind::Supervisor => "Supervisor",
         }
     }
 
@@ -110,6 +117,7 @@ impl ResourceKind {
                 "timeout",
             ],
             ResourceKind::Service => &["start", "pidfile", "reload", "timeout"],
+            ResourceKind::Supervisor => &["version", "python", "port", "programs", "timeout"],
         }
     }
 }
@@ -163,7 +171,7 @@ pub struct RequireDef {
 }
 
 const SECTION_KINDS: &str = "[attributes], [file:PATH], [directory:PATH], [symlink:PATH], \
-    [command:NAME], [buildout], [service:NAME], [provide:KEY], [require:KEY]";
+    [command:NAME], [buildout], [service:NAME], [supervisor], [provide:KEY], [require:KEY]";
 
 impl ComponentDef {
     pub fn parse(name: &str, file: &str, text: &str) -> Result<ComponentDef, ConfigError> {

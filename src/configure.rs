@@ -25,7 +25,7 @@ use crate::db::{Db, Deployment};
 use crate::environment::EnvironmentDef;
 use crate::error::{ConfigError, Location};
 use crate::fingerprint::node_key;
-use crate::graph::{Action, HostGraph, NodeSpec};
+use crate::graph::{Action, HostGraph, NodeSpec, Watches};
 use crate::provenance::{Input, Sourced};
 use crate::template::{render, ContextVar, ProvidedRecord, TemplateContext};
 
@@ -443,7 +443,12 @@ pub fn component_nodes(
 /// directory resource that contains its target.
 fn local_deps(above: &[NodeSpec], node: &NodeSpec) -> Vec<usize> {
     if node.barrier {
-        return (0..above.len()).collect();
+        // Programs under one supervisord restart independently.
+        let sibling = |other: &NodeSpec| {
+            matches!(node.action, Action::Program { .. })
+                && matches!(other.action, Action::Program { .. })
+        };
+        return (0..above.len()).filter(|&i| !sibling(&above[i])).collect();
     }
     let mut deps = Vec::new();
     if let Some(barrier) = above.iter().rposition(|other| other.barrier) {
@@ -532,15 +537,16 @@ pub fn host_graph(
                 }
                 node.deps.sort_unstable();
                 node.deps.dedup();
-                // Only a service's key reads its providers' outputs: a
-                // program that changed needs a restart, while a build that
-                // merely ran after it does not need to run again.
-                let reads_providers = matches!(node.action, Action::Service(_));
                 for &dep in &node.deps {
-                    if dep < offset && !reads_providers {
+                    let dep = &graph.nodes[dep];
+                    let watched = match &node.watches {
+                        Watches::Above => dep.component == node.component,
+                        Watches::AboveAndProviders => true,
+                        Watches::Provider(provider) => &dep.component == provider,
+                    };
+                    if !watched {
                         continue;
                     }
-                    let dep = &graph.nodes[dep];
                     let after = Input::plain(dep.output.to_hex()).with_via(dep.inputs.clone());
                     node.inputs.insert(format!("after {}", dep.display), after);
                 }

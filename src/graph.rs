@@ -29,9 +29,27 @@ pub struct NodeSpec {
     /// Runs after everything above it in its component and after the
     /// components it requires from.
     pub barrier: bool,
+    /// Which of a barrier's dependencies its key reads.
+    pub watches: Watches,
     pub sensitive: bool,
     /// Indexes into [`HostGraph::nodes`] of the nodes this one waits for.
     pub deps: Vec<usize>,
+}
+
+/// The dependencies whose outputs are part of a barrier's key. Every
+/// barrier *waits* for all of its dependencies; this says which of them
+/// make it run again when they change.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Watches {
+    /// The nodes above it in its component: a build reruns when its config
+    /// changed, not when a program it merely ran after changed.
+    Above,
+    /// Also every node of the components it requires from: a service runs
+    /// the programs they deploy.
+    AboveAndProviders,
+    /// Only the nodes of this one providing component: a supervised program
+    /// restarts when its own files changed, and for nothing else.
+    Provider(String),
 }
 
 /// What a node makes true on the host.
@@ -58,6 +76,17 @@ pub enum Action {
         bootstrap: Option<Bootstrap>,
     },
     Service(ServiceSpec),
+    /// A venv with pinned packages (the prebuilt `[supervisor]`'s
+    /// supervisor).
+    Venv(Bootstrap),
+    /// A program under supervisord, restarted by name when its own inputs
+    /// changed.
+    Program {
+        cwd: PathBuf,
+        /// The `supervisorctl` invocation, with its config.
+        ctl: String,
+        name: String,
+    },
 }
 
 /// A shell step: `sh -c run` in `cwd`.
@@ -77,6 +106,18 @@ pub struct Bootstrap {
     pub python: String,
     pub venv: PathBuf,
     pub packages: Vec<String>,
+}
+
+impl Bootstrap {
+    /// What the venv's marker file says once it is built with `python`
+    /// at `version`: any difference means it must be built again.
+    pub fn marker(&self, version: &str) -> String {
+        format!("python {version}\n{}\n", self.packages.join("\n"))
+    }
+
+    pub fn marker_path(&self) -> PathBuf {
+        self.venv.join(".tack-bootstrap")
+    }
 }
 
 /// A daemon known by its pid file.
@@ -107,6 +148,8 @@ impl Action {
             | Action::Symlink { target, .. } => target,
             Action::Command(spec) | Action::Buildout { run: spec, .. } => &spec.cwd,
             Action::Service(spec) => &spec.pidfile,
+            Action::Venv(bootstrap) => &bootstrap.venv,
+            Action::Program { cwd, .. } => cwd,
         }
     }
 
@@ -140,9 +183,11 @@ impl Action {
                 .field("points_to", points_to.as_bytes()),
             // What a step produces is not known before it runs; its key
             // stands for it (see `NodeSpec::output`).
-            Action::Command(_) | Action::Buildout { .. } | Action::Service(_) => {
-                builder.field("step", &[])
-            }
+            Action::Command(_)
+            | Action::Buildout { .. }
+            | Action::Service(_)
+            | Action::Venv(_)
+            | Action::Program { .. } => builder.field("step", &[]),
         };
         builder.finish()
     }

@@ -43,6 +43,26 @@ pub fn observe(action: &Action, record: Option<&NodeRecord>) -> Observation {
             }
         }
         Action::Service(spec) => observe_service(spec),
+        Action::Venv(bootstrap) => {
+            let version = python_version(&bootstrap.python);
+            let marker = fs::read_to_string(bootstrap.marker_path()).ok();
+            match (version, marker) {
+                (None, _) => {
+                    Observation::Differs(vec![format!("`{}` cannot be run", bootstrap.python)])
+                }
+                (_, None) => Observation::Missing,
+                (Some(version), Some(marker)) if marker == bootstrap.marker(&version) => {
+                    Observation::Matches(None)
+                }
+                (Some(version), Some(_)) => Observation::Differs(vec![format!(
+                    "built for other packages or another python than {} {version}",
+                    bootstrap.python
+                )]),
+            }
+        }
+        // supervisord restarts a program that died; tack restarts one only
+        // when its inputs changed.
+        Action::Program { .. } => Observation::Matches(None),
         Action::File {
             target,
             content,

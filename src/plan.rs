@@ -112,6 +112,18 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
             observed,
             running: None,
         },
+        // supervisord starts every program it is configured with; a
+        // program tack has not seen before needs no restart.
+        Observation::Matches(_)
+            if matches!(node.action, Action::Program { .. }) && record.is_none() && !forced =>
+        {
+            Decision {
+                verdict: Verdict::Record,
+                reasons,
+                observed: None,
+                running: None,
+            }
+        }
         // A step's outputs existing says nothing about whether they are
         // current: with any reason at all, it runs.
         Observation::Matches(_) if !node.action.owns_target() && !reasons.is_empty() => Decision {
