@@ -59,6 +59,10 @@ pub struct LocalArgs {
     /// Run at most N nodes at once (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+    /// Give up after waiting this many seconds for another tack deploying
+    /// the same directory (default: wait).
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_timeout: Option<u64>,
     /// `text` (batou-style lines) or `json` (one report at the end).
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,

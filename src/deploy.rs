@@ -35,6 +35,8 @@ pub struct Options {
     pub force: Vec<String>,
     /// Report only this node id or component (for `tack explain ENV NODE`).
     pub only: Option<String>,
+    /// How long to wait for another tack deploying the same directory.
+    pub lock_timeout: Option<std::time::Duration>,
 }
 
 impl Options {

@@ -15,6 +15,7 @@ pub mod executor;
 pub mod fingerprint;
 pub mod graph;
 pub mod ini_file;
+pub mod lock;
 pub mod nodes;
 pub mod observe;
 pub mod plan;
@@ -39,6 +40,7 @@ use crate::deploy::{deploy_host, Options};
 use crate::environment::{ConnectMethod, EnvironmentDef};
 use crate::error::{ConfigError, Error, Result};
 use crate::graph::HostGraph;
+use crate::lock::DeployLock;
 use crate::report::Reporter;
 
 /// Runs tack with `args` (program name first) and returns the exit code:
@@ -68,6 +70,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let options = Options {
                 jobs: args.jobs.unwrap_or(options.jobs),
                 force: args.force,
+                lock_timeout: args.lock_timeout.map(std::time::Duration::from_secs),
                 ..options
             };
             deploy(&args.target, &options, args.format)
@@ -102,11 +105,24 @@ fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         force: Vec::new(),
         only: None,
+        lock_timeout: None,
     })
 }
 
 fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
     let graphs = configure_all(target)?;
+    // Taken after configuring, so a configuration error writes nothing.
+    let _lock = if options.dry_run {
+        None
+    } else {
+        let waiting =
+            |holder: &str| eprintln!("waiting for the deploy lock of this directory ({holder})");
+        Some(DeployLock::acquire(
+            &options.root,
+            options.lock_timeout,
+            &waiting,
+        )?)
+    };
     let several = graphs.len() > 1;
     let mut reports = Vec::new();
     for graph in &graphs {

@@ -19,3 +19,6 @@ mod errors;
 /// The executor: parallelism and order from recorded instants, failure
 /// semantics, step outputs, the JSON report.
 mod executor;
+
+/// Locking: one tack per deployment directory at a time.
+mod locking;

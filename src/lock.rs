@@ -1,0 +1,124 @@
+//! One tack at a time per deployment directory.
+//!
+//! The lock is an `flock` on `.tack/lock`, so the kernel releases it when
+//! its holder dies, however it dies: a lock file left by a killed tack is
+//! simply taken over. The holder writes its pid and start time into the
+//! file so that a waiting tack can say who it waits for. Dry runs read
+//! only and take no lock.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Error, Result};
+
+/// Held until dropped.
+pub struct DeployLock {
+    _flock: Flock<File>,
+}
+
+impl DeployLock {
+    /// Takes the lock of the deployment at `root`, waiting up to `timeout`
+    /// (forever if `None`) and telling `waiting` once who holds it.
+    pub fn acquire(
+        root: &Path,
+        timeout: Option<Duration>,
+        waiting: &dyn Fn(&str),
+    ) -> Result<DeployLock> {
+        let dir = root.join(".tack");
+        std::fs::create_dir_all(&dir)
+            .map_err(|error| Error::io("create directory", &dir, error))?;
+        let path = dir.join("lock");
+        let started = Instant::now();
+        let mut told = false;
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|error| Error::io("open", &path, error))?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(mut flock) => {
+                    let since = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let holder = format!("pid {} since {since}\n", std::process::id());
+                    let written = flock
+                        .set_len(0)
+                        .and_then(|()| flock.seek(SeekFrom::Start(0)))
+                        .and_then(|_| flock.write_all(holder.as_bytes()));
+                    written.map_err(|error| Error::io("write", &path, error))?;
+                    return Ok(DeployLock { _flock: flock });
+                }
+                Err((mut file, _)) => {
+                    if !told {
+                        let mut holder = String::new();
+                        let _ = file.read_to_string(&mut holder);
+                        waiting(&describe(holder.trim()));
+                        told = true;
+                    }
+                    if timeout.is_some_and(|timeout| started.elapsed() >= timeout) {
+                        return Err(Error::Usage(format!(
+                            "another tack is deploying here ({}); gave up after {}s (--lock-timeout)",
+                            describe(holder_of(&path).trim()),
+                            timeout.unwrap_or_default().as_secs()
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+fn holder_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// `pid 42 since 1700000000` -> `pid 42, since 12s ago`.
+fn describe(holder: &str) -> String {
+    let mut parts = holder.split_whitespace();
+    let (Some("pid"), Some(pid), Some("since"), Some(since)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return "holder unknown".to_string();
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ago = now.saturating_sub(since.parse().unwrap_or(now));
+    format!("pid {pid}, since {ago}s ago")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_waits_and_times_out_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = DeployLock::acquire(dir.path(), None, &|_| {}).unwrap();
+        let told = std::sync::Mutex::new(String::new());
+        let error = DeployLock::acquire(dir.path(), Some(Duration::from_millis(100)), &|who| {
+            *told.lock().unwrap() = who.to_string();
+        })
+        .err()
+        .unwrap();
+        let me = format!("pid {}", std::process::id());
+        assert!(told.lock().unwrap().starts_with(&me), "{told:?}");
+        assert!(error.to_string().contains("--lock-timeout"), "{error}");
+    }
+
+    #[test]
+    fn a_lock_file_left_by_a_dead_process_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".tack")).unwrap();
+        std::fs::write(dir.path().join(".tack/lock"), "pid 999999 since 1\n").unwrap();
+        DeployLock::acquire(dir.path(), Some(Duration::ZERO), &|_| {}).unwrap();
+    }
+}
