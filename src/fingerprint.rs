@@ -25,6 +25,16 @@
 //!   nothing else. `var KEY[host/component].FIELD` for each field of each
 //!   value provided for a required key. An attribute that no template of a
 //!   node reads is not in that node's key.
+//! * `after NODE`, for a barrier (command, buildout, service, program):
+//!   the output fingerprint of each dependency it *watches*
+//!   ([`crate::graph::Watches`]). The input carries the dependency's own
+//!   inputs, so an explanation can walk down the chain.
+//!
+//! Facts of the host are not hashed but *observed*: buildout's python
+//! version is recorded after a build and compared on every run, and a
+//! service's pid and start time are read from its pid file and `/proc`.
+//! A changed fact reruns the node just as a changed key does, with its own
+//! reason.
 //!
 //! # What is deliberately left out
 //!

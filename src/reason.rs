@@ -38,17 +38,33 @@ pub enum Reason {
 }
 
 /// The input changes between what was applied and what is configured now.
+///
+/// A changed dependency (`after X`) that another changed dependency also
+/// changed through is left out: its story is told once, inside the other.
 pub fn input_changes(old: &Inputs, new: &Inputs) -> Vec<Reason> {
     let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
     names.sort();
     names.dedup();
-    names
-        .into_iter()
-        .filter(|name| old.get(*name).map(|i| &i.value) != new.get(*name).map(|i| &i.value))
+    let changed =
+        |name: &String| old.get(name).map(|i| &i.value) != new.get(name).map(|i| &i.value);
+    let changed: Vec<&String> = names.into_iter().filter(|name| changed(name)).collect();
+    let told_inside = |name: &String| {
+        name.starts_with("after ")
+            && changed.iter().any(|other| {
+                other.starts_with("after ")
+                    && other != &name
+                    && new
+                        .get(*other)
+                        .is_some_and(|input| input.via.contains_key(name))
+            })
+    };
+    changed
+        .iter()
+        .filter(|name| !told_inside(name))
         .map(|name| Reason::InputChanged {
-            name: name.clone(),
-            old: old.get(name).cloned().map(Box::new),
-            new: new.get(name).cloned().map(Box::new),
+            name: (*name).clone(),
+            old: old.get(*name).cloned().map(Box::new),
+            new: new.get(*name).cloned().map(Box::new),
         })
         .collect()
 }
@@ -134,9 +150,11 @@ fn render_change(
         (None, None) => name.to_string(),
     };
     let label = match name.strip_prefix("var ") {
-        Some(var) if origin.is_some_and(|o| o.key.is_some()) => {
-            format!("{what} (template variable `{var}`)")
-        }
+        // `KEY[host/component].FIELD`: a value another component provided.
+        Some(var) if origin.is_some_and(|o| o.key.is_some()) => match var.split_once('[') {
+            Some((key, _)) => format!("{what} (provided as `{key}`)"),
+            None => format!("{what} (template variable `{var}`)"),
+        },
         _ => what,
     };
     line(
@@ -193,7 +211,7 @@ mod tests {
         };
         assert_eq!(
             reason.render("    "),
-            "    components/db/component.cfg:5 [provide:database] port (template variable `database[localhost/db].port`): 5432 -> 5433\n      because components/db/component.cfg:2 [attributes] port (template variable `port`): 5432 -> 5433\n"
+            "    components/db/component.cfg:5 [provide:database] port (provided as `database`): 5432 -> 5433\n      because components/db/component.cfg:2 [attributes] port (template variable `port`): 5432 -> 5433\n"
         );
     }
 
