@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::atomic::write_atomically;
 use crate::error::Error;
-use crate::graph::{Action, Bootstrap, CommandSpec, Reload, ServiceSpec};
+use crate::graph::{Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec};
 use crate::observe::{observe_written, python_version};
 use crate::plan::Decision;
 use crate::process::Process;
@@ -30,14 +30,17 @@ pub struct Applied {
     pub facts: BTreeMap<String, String>,
 }
 
-/// Applies `action`. `progress` is called now and then while a long step
-/// runs, with the time it has taken so far.
+/// Applies `node`'s action. `progress` is called now and then while a long
+/// step runs, with the time it has taken so far.
 pub fn apply(
-    action: &Action,
+    node: &NodeSpec,
     decision: &Decision,
     progress: &dyn Fn(Duration),
 ) -> Result<Applied, String> {
-    match action {
+    if let (Some(base), true) = (&node.confined_to, node.action.owns_target()) {
+        refuse_symlinks_between(base, node.action.target())?;
+    }
+    match &node.action {
         Action::File {
             target,
             content,
@@ -99,7 +102,39 @@ pub fn apply(
     }
 }
 
+/// A symlink planted inside the work dir (`work/app/etc -> /etc`) must not
+/// carry a write out of it: every directory between `base` and `target`
+/// has to be a real directory (or not exist yet).
+fn refuse_symlinks_between(base: &Path, target: &Path) -> Result<(), String> {
+    let Ok(relative) = target.strip_prefix(base) else {
+        return Ok(());
+    };
+    let mut path = base.to_path_buf();
+    let parents = relative
+        .parent()
+        .map(|p| p.components().count())
+        .unwrap_or(0);
+    for part in relative.components().take(parents) {
+        path.push(part);
+        if fs::symlink_metadata(&path).is_ok_and(|meta| meta.file_type().is_symlink()) {
+            return Err(format!(
+                "refusing to write `{}`: `{}` is a symlink, and tack does not write through symlinks inside a work dir",
+                target.display(),
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn make_directory(target: &Path, mode: u32) -> Result<(), Error> {
+    if fs::symlink_metadata(target).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        return Err(Error::io(
+            "create directory",
+            target,
+            std::io::Error::other("it is a symlink, and tack does not write through symlinks"),
+        ));
+    }
     if fs::symlink_metadata(target).is_ok_and(|meta| !meta.is_dir()) {
         return Err(Error::io(
             "create directory",

@@ -59,6 +59,10 @@ pub struct LocalArgs {
     /// Run at most N nodes at once (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+    /// Remove what nodes that are no longer configured left on this host
+    /// (only what tack made there and nobody changed since).
+    #[arg(long)]
+    pub prune: bool,
     /// Give up after waiting this many seconds for another tack deploying
     /// the same directory (default: wait).
     #[arg(long, value_name = "SECONDS")]

@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::executor::{run_dag, Outcome};
 use crate::graph::{Action, HostGraph, NodeSpec};
 use crate::plan::{decide, Decision, Verdict};
+use crate::prune::{prune, still_running};
 use crate::reason::Reason;
 use crate::report::{text_diff, Reporter, Summary};
 use crate::state::{NodeRecord, StateStore};
@@ -35,6 +36,8 @@ pub struct Options {
     pub force: Vec<String>,
     /// Report only this node id or component (for `tack explain ENV NODE`).
     pub only: Option<String>,
+    /// Remove what nodes no longer configured left behind.
+    pub prune: bool,
     /// How long to wait for another tack deploying the same directory.
     pub lock_timeout: Option<std::time::Duration>,
 }
@@ -124,6 +127,7 @@ pub fn deploy_host(
             };
             nodes.push(node_report(node, decision, outcome, None, None));
         }
+        removed(graph, &mut state, options, reporter, &mut nodes);
         return Ok(finish(graph, reporter, nodes, true, started));
     }
 
@@ -165,7 +169,7 @@ pub fn deploy_host(
                 reporter.prefix, node.display
             ));
         };
-        let applied = apply(&node.action, decision, &progress)?;
+        let applied = apply(node, decision, &progress)?;
         let record = record_for(node, applied);
         store
             .journal(&node.id, &record)
@@ -239,16 +243,74 @@ pub fn deploy_host(
         };
         nodes.push(report);
     }
-    // Nodes that are gone from the configuration are forgotten; removing
-    // what they deployed is `--prune`'s job, not a side effect of a deploy.
-    state
-        .nodes
-        .retain(|id, _| graph.nodes.iter().any(|node| &node.id == id));
+    let pruned = removed(graph, &mut state, options, reporter, &mut nodes);
     let recorded = decisions.iter().any(|d| d.verdict == Verdict::Record);
-    if selected.contains(&true) || recorded || !store.path().exists() {
+    if selected.contains(&true) || recorded || pruned || !store.path().exists() {
         store.save(&state)?;
     }
     Ok(finish(graph, reporter, nodes, false, started))
+}
+
+/// Reports nodes deployed before and configured no more; with `--prune`
+/// removes what they left and forgets them. Returns whether the state
+/// changed.
+fn removed(
+    graph: &HostGraph,
+    state: &mut crate::state::State,
+    options: &Options,
+    reporter: &Reporter,
+    nodes: &mut Vec<NodeReport>,
+) -> bool {
+    let gone: Vec<String> = state
+        .nodes
+        .keys()
+        .filter(|id| !graph.nodes.iter().any(|node| &node.id == *id))
+        .cloned()
+        .collect();
+    let mut changed = false;
+    for id in gone {
+        let record = state.nodes[&id].clone();
+        let mut report = NodeReport {
+            id: id.clone(),
+            display: record.display.clone(),
+            outcome: "removed".into(),
+            reasons: Vec::new(),
+            seconds: None,
+            error: None,
+        };
+        let prefix = &reporter.prefix;
+        if options.prune && !options.dry_run {
+            match prune(&record) {
+                Ok(what) => {
+                    reporter.line(&format!("Pruned {prefix}{}: {what}", record.display));
+                    report.outcome = "pruned".into();
+                    state.nodes.remove(&id);
+                    changed = true;
+                }
+                Err(why) => {
+                    reporter.line(&format!("Kept {prefix}{}: {why}", record.display));
+                    report.error = Some(why);
+                }
+            }
+        } else {
+            let left = match (&record.target, still_running(&record)) {
+                (_, Some(process)) => format!("pid {} still runs", process.pid),
+                (Some(target), None) => format!("`{}` is left in place", target.display()),
+                (None, None) => "nothing was left on disk".to_string(),
+            };
+            let verb = if options.dry_run && options.prune {
+                "Would prune"
+            } else {
+                "Removed"
+            };
+            reporter.line(&format!(
+                "{verb} {prefix}{}: no longer configured; {left} (--prune removes what tack left)",
+                record.display
+            ));
+        }
+        nodes.push(report);
+    }
+    changed
 }
 
 fn finish(
@@ -261,7 +323,7 @@ fn finish(
     let mut summary = Summary::default();
     for node in &nodes {
         match node.outcome.as_str() {
-            "unchanged" => summary.unchanged += 1,
+            "unchanged" | "removed" | "pruned" => summary.unchanged += 1,
             "failed" => summary.failed += 1,
             "skipped" => summary.skipped += 1,
             _ => summary.updated += 1,
@@ -307,6 +369,7 @@ fn report_unchanged(reporter: &Reporter, options: &Options, node: &NodeSpec, dec
 fn record_for(node: &NodeSpec, applied: Applied) -> NodeRecord {
     NodeRecord {
         display: node.display.clone(),
+        target: Some(node.action.target().clone()),
         key: node.key,
         output: node.output,
         inputs: node.inputs.clone(),

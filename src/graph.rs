@@ -31,6 +31,9 @@ pub struct NodeSpec {
     pub barrier: bool,
     /// Which of a barrier's dependencies its key reads.
     pub watches: Watches,
+    /// The work dir a relative target was resolved in: nothing is written
+    /// through a symlink between it and the target.
+    pub confined_to: Option<PathBuf>,
     pub sensitive: bool,
     /// Indexes into [`HostGraph::nodes`] of the nodes this one waits for.
     pub deps: Vec<usize>,

@@ -21,6 +21,7 @@ pub mod observe;
 pub mod plan;
 pub mod process;
 pub mod provenance;
+pub mod prune;
 pub mod reason;
 pub mod report;
 pub mod runner;
@@ -71,6 +72,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 jobs: args.jobs.unwrap_or(options.jobs),
                 force: args.force,
                 lock_timeout: args.lock_timeout.map(std::time::Duration::from_secs),
+                prune: args.prune,
                 ..options
             };
             deploy(&args.target, &options, args.format)
@@ -106,6 +108,7 @@ fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<
         force: Vec::new(),
         only: None,
         lock_timeout: None,
+        prune: false,
     })
 }
 

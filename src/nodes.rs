@@ -352,9 +352,14 @@ impl NodeBuilder<'_> {
         inputs: Inputs,
     ) -> NodeSpec {
         let key = node_key(&inputs);
+        let confined_to = action
+            .target()
+            .starts_with(&self.workdir)
+            .then(|| self.workdir.clone());
         NodeSpec {
             id,
             component: self.def.name.clone(),
+            confined_to,
             display,
             output: if barrier { key } else { action.output() },
             key,

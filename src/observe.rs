@@ -235,6 +235,7 @@ mod tests {
         let trusted = observe_written(&path, b"one\n").unwrap();
         let record = NodeRecord {
             display: String::new(),
+            target: None,
             key: Fingerprint::default(),
             output: Fingerprint::default(),
             inputs: Default::default(),

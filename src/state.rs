@@ -52,6 +52,9 @@ impl Default for State {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub display: String,
+    /// What the node owns on the host (for `--prune`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathBuf>,
     pub key: Fingerprint,
     pub output: Fingerprint,
     pub inputs: Inputs,
@@ -197,6 +200,7 @@ mod tests {
     fn record(display: &str, finished: bool) -> NodeRecord {
         NodeRecord {
             display: display.into(),
+            target: None,
             key: Fingerprint::of_bytes(display.as_bytes()),
             output: Fingerprint::default(),
             inputs: Inputs::new(),

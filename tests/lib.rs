@@ -22,3 +22,7 @@ mod executor;
 
 /// Locking: one tack per deployment directory at a time.
 mod locking;
+
+/// Safety: no writes through planted symlinks, removed nodes reported and
+/// pruned only as far as tack made them.
+mod safety;

@@ -1,0 +1,157 @@
+//! What tack refuses to do to a host: write through a symlink planted in a
+//! work dir, remove anything it did not make, or let a sensitive value out;
+//! and what it reports about nodes that are no longer configured.
+
+use crate::support::Deployment;
+
+fn app(extra: &str) -> Deployment {
+    Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            &format!(
+                "
+                [attributes]
+                greeting = hello
+
+                [directory:etc]
+
+                [file:etc/app.ini]
+                content = greeting = {{{{ greeting }}}}
+
+                [file:notes.txt]
+                content = notes
+                {extra}
+                "
+            ),
+        )
+}
+
+#[test]
+fn a_symlink_planted_in_the_work_dir_is_not_written_through() {
+    let deployment = app("");
+    deployment.tack(&["local", "dev"]).success();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::remove_dir_all(deployment.path("work/app/etc")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), deployment.path("work/app/etc")).unwrap();
+    deployment.replace(
+        "components/app/component.cfg",
+        "greeting = hello",
+        "greeting = changed",
+    );
+
+    let output = deployment.tack(&["local", "dev"]);
+    assert_ne!(output.code, 0, "{output}");
+    assert!(output.stdout.contains("is a symlink"), "{output}");
+    assert!(
+        output.stdout.contains("Failed App > Directory(etc)"),
+        "{output}"
+    );
+    let written: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+    assert!(
+        written.is_empty(),
+        "nothing may land outside the work dir: {written:?}"
+    );
+}
+
+#[test]
+fn a_removed_resource_is_reported_and_pruned_only_when_asked() {
+    let deployment = app("");
+    deployment.tack(&["local", "dev"]).success();
+    deployment.replace(
+        "components/app/component.cfg",
+        "[file:notes.txt]\ncontent = notes\n",
+        "",
+    );
+
+    let output = deployment.tack(&["local", "dev"]).success();
+    assert!(
+        output
+            .stdout
+            .contains("Removed App > File(notes.txt): no longer configured"),
+        "{output}"
+    );
+    assert!(
+        deployment.exists("work/app/notes.txt"),
+        "a plain deploy removes nothing"
+    );
+
+    let output = deployment.tack(&["local", "dev", "--prune"]).success();
+    assert!(
+        output.stdout.contains("Pruned App > File(notes.txt)"),
+        "{output}"
+    );
+    assert!(!deployment.exists("work/app/notes.txt"));
+    let output = deployment.tack(&["local", "dev"]).success();
+    assert!(
+        !output.stdout.contains("notes.txt"),
+        "a pruned node is forgotten\n{output}"
+    );
+}
+
+#[test]
+fn prune_keeps_a_file_changed_by_hand_and_anything_tack_did_not_make() {
+    let deployment = app("");
+    deployment.tack(&["local", "dev"]).success();
+    deployment.write("work/app/notes.txt", "my own notes\n");
+    deployment.write("work/app/etc/local.ini", "not tack's\n");
+    deployment.write("components/app/component.cfg", "[attributes]\n");
+
+    let output = deployment.tack(&["local", "dev", "--prune"]).success();
+    assert!(
+        output.stdout.contains("Kept App > File(notes.txt)"),
+        "{output}"
+    );
+    assert_eq!(deployment.read("work/app/notes.txt"), "my own notes\n");
+    assert!(
+        !deployment.exists("work/app/etc/app.ini"),
+        "tack's own file is pruned"
+    );
+    assert_eq!(deployment.read("work/app/etc/local.ini"), "not tack's\n");
+    assert!(
+        output.stdout.contains("Kept App > Directory(etc)"),
+        "{output}"
+    );
+}
+
+#[test]
+fn a_removed_component_is_reported() {
+    let deployment = app("").component("extra", "[file:x.txt]\ncontent = x\n");
+    deployment.write("environments/dev.cfg", "[hosts]\nlocalhost = app, extra\n");
+    deployment.tack(&["local", "dev"]).success();
+    deployment.write("environments/dev.cfg", "[hosts]\nlocalhost = app\n");
+    let output = deployment
+        .tack(&["local", "dev", "--dry-run", "--prune"])
+        .success();
+    assert!(
+        output.stdout.contains("Would prune Extra > File(x.txt)"),
+        "{output}"
+    );
+    assert!(
+        deployment.exists("work/extra/x.txt"),
+        "a dry run prunes nothing"
+    );
+}
+
+#[test]
+fn a_planted_symlink_above_a_file_is_refused_even_without_a_directory_resource() {
+    let deployment = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            "[attributes]\nv = 1\n\n[file:conf/app.ini]\ncontent = v={{ v }}\n",
+        );
+    deployment.tack(&["local", "dev"]).success();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::remove_dir_all(deployment.path("work/app/conf")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), deployment.path("work/app/conf")).unwrap();
+    deployment.replace("components/app/component.cfg", "v = 1", "v = 2");
+
+    let output = deployment.tack(&["local", "dev"]);
+    assert_eq!(output.code, 1, "{output}");
+    assert!(
+        output.stdout.contains("does not write through symlinks"),
+        "{output}"
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+}
