@@ -200,13 +200,14 @@ fn run_step(spec: &CommandSpec, progress: &dyn Fn(Duration)) -> Result<Applied, 
     })
 }
 
-/// The entries directly inside each output directory: deleting one of them
-/// (`bin/supervisord`) makes the step run again.
+/// The outputs and the entries directly inside each output directory:
+/// deleting one of them (`bin/supervisord`) makes the step run again.
 fn produced(outputs: &[PathBuf]) -> Vec<PathBuf> {
     let mut produced: Vec<PathBuf> = outputs
         .iter()
         .filter_map(|output| fs::read_dir(output).ok())
         .flat_map(|entries| entries.flatten().map(|entry| entry.path()))
+        .chain(outputs.iter().cloned())
         .collect();
     produced.sort();
     produced

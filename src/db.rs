@@ -87,6 +87,18 @@ impl Database {
         names
     }
 
+    /// Every file read so far, with the content the queries saw (`None`
+    /// for a file found missing), by path.
+    pub fn sources(&self) -> Vec<(String, Option<Arc<[u8]>>)> {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sources: Vec<(String, Option<Arc<[u8]>>)> = files
+            .iter()
+            .map(|(path, file)| (path.clone(), file.contents(self).clone()))
+            .collect();
+        sources.sort_by(|a, b| a.0.cmp(&b.0));
+        sources
+    }
+
     /// Rereads `path` from disk, starting a new revision if it changed.
     pub fn reload(&mut self, path: &str) {
         let contents = read(&self.root, path);

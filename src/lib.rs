@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod environment;
 pub mod error;
 pub mod executor;
+pub mod fastpath;
 pub mod fingerprint;
 pub mod graph;
 pub mod ini_file;
@@ -37,7 +38,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command, Format, Target};
 use crate::configure::{environment_def, host_graph};
 use crate::db::{Database, Deployment};
-use crate::deploy::{deploy_host, Options};
+use crate::deploy::{deploy_host, HostReport, Options};
 use crate::environment::{ConnectMethod, EnvironmentDef};
 use crate::error::{ConfigError, Error, Result};
 use crate::graph::HostGraph;
@@ -85,7 +86,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             deploy(&args.target, &options, Format::Text)
         }
         Command::Graph(args) => {
-            for graph in configure_all(&args.target)? {
+            for graph in configure_all(&args.target)?.graphs {
                 print!("{}", graph.to_dot());
             }
             Ok(())
@@ -113,32 +114,32 @@ fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<
 }
 
 fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
-    let graphs = configure_all(target)?;
-    // Taken after configuring, so a configuration error writes nothing.
-    let _lock = if options.dry_run {
-        None
-    } else {
-        let waiting =
-            |holder: &str| eprintln!("waiting for the deploy lock of this directory ({holder})");
-        Some(DeployLock::acquire(
-            &options.root,
-            options.lock_timeout,
-            &waiting,
-        )?)
-    };
-    let several = graphs.len() > 1;
-    let mut reports = Vec::new();
-    for graph in &graphs {
+    let json = format == Format::Json;
+    let reporter_for = |host: &str, several: bool| {
         let prefix = if several {
-            format!("{}: ", graph.host)
+            format!("{host}: ")
         } else {
             String::new()
         };
-        let json = format == Format::Json;
-        let reporter = Reporter::new(options.explain, prefix, &options.root, json);
-        reports.push(deploy_host(graph, options, &reporter)?);
-    }
-    if format == Format::Json {
+        Reporter::new(options.explain, prefix, &options.root, json)
+    };
+    let quick = options.force.is_empty() && !options.prune && !options.diff;
+    let noop = quick
+        .then(|| {
+            fastpath::try_noop(
+                &options.root,
+                &options.environment,
+                target.host.as_deref(),
+                options.dry_run,
+                &|host| reporter_for(host, false),
+            )
+        })
+        .flatten();
+    let reports = match noop {
+        Some(reports) => reports,
+        None => deploy_configured(target, options, &reporter_for)?,
+    };
+    if json {
         let report = serde_json::json!({
             "environment": options.environment,
             "hosts": reports,
@@ -156,10 +157,55 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
     Ok(())
 }
 
+/// The full path: configure, then deploy each selected host; remember what
+/// was configured from when everything finished, for the next no-op run.
+fn deploy_configured(
+    target: &Target,
+    options: &Options,
+    reporter_for: &dyn Fn(&str, bool) -> Reporter,
+) -> Result<Vec<HostReport>> {
+    let configured = configure_all(target)?;
+    // Taken after configuring, so a configuration error writes nothing.
+    let _lock = if options.dry_run {
+        None
+    } else {
+        let waiting =
+            |holder: &str| eprintln!("waiting for the deploy lock of this directory ({holder})");
+        let lock = DeployLock::acquire(&options.root, options.lock_timeout, &waiting)?;
+        fastpath::forget(&options.root, &options.environment);
+        Some(lock)
+    };
+    let several = configured.graphs.len() > 1;
+    let mut reports = Vec::new();
+    for graph in &configured.graphs {
+        let reporter = reporter_for(&graph.host, several);
+        reports.push(deploy_host(graph, options, &reporter)?);
+    }
+    let clean = reports
+        .iter()
+        .all(|r| r.summary.failed == 0 && r.summary.skipped == 0);
+    if !options.dry_run && clean {
+        fastpath::remember(
+            &options.root,
+            &options.environment,
+            target.host.as_deref(),
+            &configured.sources,
+            &configured.graphs,
+        )?;
+    }
+    Ok(reports)
+}
+
 /// Configures the whole environment (every host, so provide/require
 /// resolves across hosts and every mistake is found) and returns the
 /// graphs of the hosts this run deploys. Nothing is written.
-fn configure_all(target: &Target) -> Result<Vec<Arc<HostGraph>>> {
+/// What configuring produced, and the files it was produced from.
+struct Configured {
+    graphs: Vec<Arc<HostGraph>>,
+    sources: Vec<(String, Option<Arc<[u8]>>)>,
+}
+
+fn configure_all(target: &Target) -> Result<Configured> {
     let root = target
         .dir
         .canonicalize()
@@ -187,10 +233,13 @@ fn configure_all(target: &Target) -> Result<Vec<Arc<HostGraph>>> {
         return Err(Error::Configs(errors));
     }
     let selected = select_hosts(&env, target.host.as_deref())?;
-    Ok(graphs
-        .into_iter()
-        .filter(|graph| selected.contains(&graph.host))
-        .collect())
+    Ok(Configured {
+        graphs: graphs
+            .into_iter()
+            .filter(|graph| selected.contains(&graph.host))
+            .collect(),
+        sources: db.sources(),
+    })
 }
 
 /// The hosts `tack local` deploys: `--host`, else every host when the

@@ -111,6 +111,11 @@ impl StateStore {
         &self.file
     }
 
+    /// A journal means a deploy is running here or was killed.
+    pub fn journal_exists(&self) -> bool {
+        self.journal_path.exists()
+    }
+
     /// The last state, with the journal of an interrupted run replayed.
     /// Returns warnings for a reader, never fails on bad content.
     pub fn load(&self) -> (State, Vec<String>) {

@@ -20,9 +20,17 @@ mod errors;
 /// semantics, step outputs, the JSON report.
 mod executor;
 
+/// batou's "Using components" tutorial end to end with the real programs:
+/// buildout from PyPI builds supervisor, supervisord runs tick, and each
+/// edit, kill or deletion leads to exactly the restart it needs.
+mod tutorial;
+
 /// Locking: one tack per deployment directory at a time.
 mod locking;
 
 /// Safety: no writes through planted symlinks, removed nodes reported and
 /// pruned only as far as tack made them.
 mod safety;
+
+/// The no-op fast path never hides a change.
+mod fastpath;

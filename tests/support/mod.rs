@@ -61,14 +61,28 @@ impl Deployment {
         self
     }
 
-    /// Runs `tack ARGS` in the deployment directory.
-    pub fn tack(&self, args: &[&str]) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_tack"))
+    /// A copy of the deployment in `dir` (an example's), without what a
+    /// deploy there left behind (`work/`, `.tack/`).
+    pub fn copy_of(dir: &Path) -> Deployment {
+        let d = Deployment::new();
+        copy_tree(dir, &d.root, &["work", ".tack"]);
+        d
+    }
+
+    /// `tack ARGS` in the deployment directory, not started yet: for a
+    /// test that watches or interrupts a run.
+    pub fn tack_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tack"));
+        command
             .args(args)
             .current_dir(&self.root)
-            .env_remove("TACK_CACHE_DIR")
-            .output()
-            .expect("run tack");
+            .env_remove("TACK_CACHE_DIR");
+        command
+    }
+
+    /// Runs `tack ARGS` in the deployment directory.
+    pub fn tack(&self, args: &[&str]) -> Output {
+        let output = self.tack_command(args).output().expect("run tack");
         Output {
             args: args.join(" "),
             code: output.status.code().unwrap_or(-1),
@@ -130,6 +144,32 @@ impl Deployment {
         }
         std::thread::sleep(TIMESTAMP_TICK);
         Snapshot(entries)
+    }
+}
+
+/// Copies the files and directories under `from` into `to`, leaving out
+/// the top-level entries named in `skip`. Symlinks are not expected in a
+/// deployment's sources and are refused.
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
+    fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
+    for entry in fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display())) {
+        let entry = entry.unwrap();
+        if skip.iter().any(|name| entry.file_name() == *name) {
+            continue;
+        }
+        let kind = entry.file_type().unwrap();
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target, &[]);
+        } else if kind.is_file() {
+            fs::copy(entry.path(), &target)
+                .unwrap_or_else(|e| panic!("copy {}: {e}", entry.path().display()));
+        } else {
+            panic!(
+                "{} is neither a file nor a directory",
+                entry.path().display()
+            );
+        }
     }
 }
 
