@@ -34,3 +34,7 @@ mod safety;
 
 /// The no-op fast path never hides a change.
 mod fastpath;
+
+/// The prebuilt `[supervisor]`: per-program restarts with the real
+/// supervisor.
+mod supervisor;

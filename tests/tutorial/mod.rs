@@ -290,7 +290,7 @@ impl Drop for Background {
 
 /// Polls `done` every 50 ms until it holds or `timeout` passed; whether
 /// it held.
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if done() {
@@ -304,7 +304,7 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 }
 
 /// Whether `pid` is a live process (a zombie is not).
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -314,7 +314,7 @@ fn alive(pid: i32) -> bool {
     !matches!(state, None | Some("Z"))
 }
 
-fn signal(pid: i32, name: &str) {
+pub(crate) fn signal(pid: i32, name: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
@@ -324,7 +324,7 @@ fn signal(pid: i32, name: &str) {
 
 /// Every process whose command line names a path under `root`:
 /// supervisord (`.../bin/supervisord`) and tick (`.../tick.sh`).
-fn processes_running_from(root: &Path) -> Vec<i32> {
+pub(crate) fn processes_running_from(root: &Path) -> Vec<i32> {
     let root = root.display().to_string();
     let me = std::process::id() as i32;
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -343,7 +343,7 @@ fn processes_running_from(root: &Path) -> Vec<i32> {
 
 /// The pid in `supervisorctl status` output for `name` if it is RUNNING:
 /// `tick   RUNNING   pid 28368, uptime 0:00:02`.
-fn running_pid(status: &str, name: &str) -> Option<i32> {
+pub(crate) fn running_pid(status: &str, name: &str) -> Option<i32> {
     let line = status
         .lines()
         .find(|line| line.split_whitespace().next() == Some(name))?;
