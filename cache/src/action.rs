@@ -22,7 +22,7 @@ use crate::{temp_in, Digest, Error, Result, Store};
 const HEADER: &str = "tack-action v1 ";
 const KEY_CONTEXT: &str = "tack cache v1 action key";
 const CHECKSUM_CONTEXT: &str = "tack cache v1 action record";
-const RECORD_MODE: u32 = 0o444;
+pub(crate) const RECORD_MODE: u32 = 0o444;
 
 /// The cached result of running a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use tempfile::NamedTempFile;
 use crate::{temp_in, Digest, Error, Result, Store};
 
 /// Blobs are never modified in place; read-only guards against accidents.
-const BLOB_MODE: u32 = 0o444;
+pub(crate) const BLOB_MODE: u32 = 0o444;
 const BUF_SIZE: usize = 64 * 1024;
 
 impl Store {

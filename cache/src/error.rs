@@ -30,6 +30,9 @@ pub enum ErrorKind {
     InvalidPath(String),
     /// An output is neither a regular file, a directory nor a symlink.
     UnsupportedFileType,
+    /// A cache archive (see [`Store::import`](crate::Store::import)) is not
+    /// one, has an unsupported version, is truncated or fails its checksum.
+    BadArchive(String),
 }
 
 impl Error {
@@ -51,6 +54,13 @@ impl Error {
             kind: ErrorKind::InvalidPath(why.into()),
         }
     }
+
+    pub(crate) fn bad_archive(path: impl Into<PathBuf>, why: impl Into<String>) -> Error {
+        Error {
+            path: path.into(),
+            kind: ErrorKind::BadArchive(why.into()),
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -67,6 +77,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::UnsupportedFileType => {
                 f.write_str("not a regular file, directory or symlink")
             }
+            ErrorKind::BadArchive(why) => write!(f, "bad cache archive: {why}"),
         }
     }
 }

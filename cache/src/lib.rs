@@ -63,12 +63,21 @@
 //! unreliable on `noatime`/`relatime` mounts) until the store fits a size
 //! limit, then drops action records whose blobs are gone.
 //!
+//! # Archives
+//!
+//! [`Store::export`] writes every valid entry into one streaming,
+//! checksummed file and [`Store::import`] adds such a file's entries to a
+//! store, verifying each one; see the `archive` module for the format.
+//! Records travel under their salted names, so they are found only by a
+//! store opened with the same salt.
+//!
 //! # What it deliberately does not do
 //!
 //! * No locking and no index file: the file system is the index, and every
 //!   operation is safe to run concurrently with others (worst case a miss).
 //! * No compression, no chunking, no deduplication below whole files.
-//! * No remote protocol; sharing is a shared or restored directory.
+//! * No remote protocol; sharing is a shared or restored directory, or an
+//!   archive file.
 //! * No ownership, timestamps, xattrs or hard links in captured trees: only
 //!   content, the permission bits (`mode & 0o7777`) and symlink targets.
 //! * No durability guarantee (`fsync`): a cache entry lost in a crash is a
@@ -82,6 +91,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 mod action;
+mod archive;
 mod blob;
 mod digest;
 mod error;
@@ -89,6 +99,7 @@ mod maint;
 mod tree;
 
 pub use action::{ActionRecord, OutputEntry, OutputKind};
+pub use archive::{ExportReport, ImportReport};
 pub use digest::{Digest, ParseDigestError};
 pub use error::{Error, ErrorKind, Result};
 pub use maint::{Corruption, GcReport, Problem, Stats};

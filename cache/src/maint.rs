@@ -88,18 +88,18 @@ impl fmt::Display for Problem {
 }
 
 /// A file found while listing the store.
-struct Entry {
-    path: PathBuf,
+pub(crate) struct Entry {
+    pub(crate) path: PathBuf,
     /// The digest its name spells, if it is a valid name at this place.
-    digest: Option<Digest>,
+    pub(crate) digest: Option<Digest>,
     len: u64,
     mtime: SystemTime,
 }
 
 /// Files of one store directory, sorted into entries and temporaries.
 #[derive(Default)]
-struct Listing {
-    entries: Vec<Entry>,
+pub(crate) struct Listing {
+    pub(crate) entries: Vec<Entry>,
     temps: Vec<(PathBuf, Metadata)>,
 }
 
@@ -143,7 +143,7 @@ fn list(dir: &Path, shard: Option<&str>, out: &mut Listing) -> Result<()> {
 
 impl Store {
     /// Lists blobs (and the stray files among them) and their temporaries.
-    fn list_blobs(&self) -> Result<Listing> {
+    pub(crate) fn list_blobs(&self) -> Result<Listing> {
         let mut shards = Listing::default();
         list(&self.blobs_dir(), None, &mut shards)?;
         let mut out = Listing {
@@ -166,7 +166,8 @@ impl Store {
         Ok(out)
     }
 
-    fn list_actions(&self) -> Result<Listing> {
+    /// Lists action records (of every salt) and their temporaries.
+    pub(crate) fn list_actions(&self) -> Result<Listing> {
         let mut out = Listing::default();
         list(&self.actions_dir(), None, &mut out)?;
         Ok(out)
