@@ -20,6 +20,7 @@ use crate::plan::Decision;
 use crate::process::Process;
 use crate::runner::{self, shell_quote, Step};
 use crate::state::Observed;
+use crate::step_cache::StepCache;
 
 /// What applying a node left behind, for its record.
 #[derive(Debug, Default)]
@@ -28,6 +29,11 @@ pub struct Applied {
     pub process: Option<Process>,
     pub produced: Vec<PathBuf>,
     pub facts: BTreeMap<String, String>,
+    /// The outputs came from the cache; the step did not run.
+    pub restored: bool,
+    /// Something went wrong that does not fail the node (storing in the
+    /// cache).
+    pub warning: Option<String>,
 }
 
 /// Applies `node`'s action. `progress` is called now and then while a long
@@ -35,6 +41,7 @@ pub struct Applied {
 pub fn apply(
     node: &NodeSpec,
     decision: &Decision,
+    steps: Option<&StepCache>,
     progress: &dyn Fn(Duration),
 ) -> Result<Applied, String> {
     if let (Some(base), true) = (&node.confined_to, node.action.owns_target()) {
@@ -62,23 +69,46 @@ pub fn apply(
             replace_symlink(target, points_to).map_err(|e| e.to_string())?;
             Ok(Applied::default())
         }
-        Action::Command(spec) => run_step(spec, progress),
+        Action::Command(spec) => cached(
+            node,
+            steps,
+            &spec.cwd,
+            &spec.outputs,
+            BTreeMap::new(),
+            || run_step(spec, progress),
+        ),
         Action::Buildout { run, bootstrap } => {
             let mut facts = BTreeMap::new();
+            let mut outputs = run.outputs.clone();
             if let Some(bootstrap) = bootstrap {
-                let version = bootstrap_venv(bootstrap, progress)?;
+                let version = python_version(&bootstrap.python)
+                    .ok_or_else(|| format!("cannot run `{} --version`", bootstrap.python))?;
                 facts.insert("python".to_string(), version);
+                outputs.push(bootstrap.venv.clone());
             }
-            let mut applied = run_step(run, progress)?;
-            applied.facts = facts;
-            Ok(applied)
+            cached(node, steps, &run.cwd, &outputs, facts, || {
+                if let Some(bootstrap) = bootstrap {
+                    bootstrap_venv(bootstrap, progress)?;
+                }
+                run_step(run, progress)
+            })
         }
         Action::Venv(bootstrap) => {
-            let version = bootstrap_venv(bootstrap, progress)?;
-            Ok(Applied {
-                facts: [("python".to_string(), version)].into(),
-                ..Applied::default()
-            })
+            let version = python_version(&bootstrap.python)
+                .ok_or_else(|| format!("cannot run `{} --version`", bootstrap.python))?;
+            let facts = BTreeMap::from([("python".to_string(), version)]);
+            let cwd = bootstrap.venv.parent().unwrap_or(Path::new("/"));
+            cached(
+                node,
+                steps,
+                cwd,
+                std::slice::from_ref(&bootstrap.venv),
+                facts,
+                || {
+                    bootstrap_venv(bootstrap, progress)?;
+                    Ok(Applied::default())
+                },
+            )
         }
         Action::Program { cwd, ctl, name } => {
             // supervisorctl reports some failures only in its output.
@@ -170,6 +200,38 @@ fn replace_symlink(target: &Path, points_to: &str) -> Result<(), Error> {
         let _ = fs::remove_file(&temp);
         Error::io("replace", target, error)
     })
+}
+
+/// Runs a step with declared outputs through the cache: restores them if
+/// an entry for its cache key verifies, else runs it and stores what it
+/// produced. `facts` join the node key in the cache key and the record.
+fn cached(
+    node: &NodeSpec,
+    steps: Option<&StepCache>,
+    cwd: &Path,
+    outputs: &[PathBuf],
+    facts: BTreeMap<String, String>,
+    run: impl FnOnce() -> Result<Applied, String>,
+) -> Result<Applied, String> {
+    let relative = StepCache::relative_outputs(cwd, outputs);
+    let (Some(steps), Some(relative)) = (steps, relative) else {
+        let mut applied = run()?;
+        applied.facts = facts;
+        return Ok(applied);
+    };
+    let key = StepCache::key(node, &facts);
+    if steps.restore(&key, cwd) {
+        return Ok(Applied {
+            produced: produced(outputs),
+            facts,
+            restored: true,
+            ..Applied::default()
+        });
+    }
+    let mut applied = run()?;
+    applied.facts = facts;
+    applied.warning = steps.save(&key, cwd, &relative).err();
+    Ok(applied)
 }
 
 /// Runs a step and checks it produced its declared outputs.

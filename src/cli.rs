@@ -24,6 +24,45 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the node graph of ENV as Graphviz dot.
     Graph(GraphArgs),
+    /// Inspect and maintain the step cache.
+    Cache(CacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+    /// The cache directory (default: `.tack/cache` of the deployment in
+    /// `-C DIR`; also `TACK_CACHE_DIR`).
+    #[arg(long, value_name = "DIR", env = "TACK_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// The deployment directory whose `.tack/cache` to use.
+    #[arg(
+        short = 'C',
+        long = "directory",
+        value_name = "DIR",
+        default_value = ".",
+        global = true
+    )]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// How many entries and bytes the cache holds.
+    Stats,
+    /// Re-hash every blob and check every record; report what is corrupt.
+    Verify,
+    /// Evict least recently used entries until the cache fits SIZE
+    /// (e.g. `500M`, `2G`).
+    Gc {
+        #[arg(long, value_name = "SIZE")]
+        max_size: String,
+    },
+    /// Write every valid entry into one archive file.
+    Export { file: PathBuf },
+    /// Add the entries of an archive file (verified) to the cache.
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +98,18 @@ pub struct LocalArgs {
     /// Run at most N nodes at once (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+    /// Share step outputs through this cache directory (default:
+    /// `.tack/cache`; also `TACK_CACHE_DIR`).
+    #[arg(long, value_name = "DIR", env = "TACK_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Run every step even when the cache has its outputs, and overwrite
+    /// the cache entry.
+    #[arg(long)]
+    pub no_cache_read: bool,
+    /// Disown every cache entry written under another salt (also
+    /// `TACK_CACHE_SALT`).
+    #[arg(long, value_name = "SALT", env = "TACK_CACHE_SALT")]
+    pub cache_salt: Option<String>,
     /// Remove what nodes that are no longer configured left on this host
     /// (only what tack made there and nobody changed since).
     #[arg(long)]

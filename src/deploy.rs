@@ -23,6 +23,7 @@ use crate::prune::{prune, still_running};
 use crate::reason::Reason;
 use crate::report::{text_diff, Reporter, Summary};
 use crate::state::{NodeRecord, StateStore};
+use crate::step_cache::StepCache;
 
 /// Validated settings of one `tack local` run.
 #[derive(Clone, Debug)]
@@ -36,6 +37,8 @@ pub struct Options {
     pub force: Vec<String>,
     /// Report only this node id or component (for `tack explain ENV NODE`).
     pub only: Option<String>,
+    /// Where step outputs are cached; `None` for no cache at all.
+    pub cache: Option<CacheOptions>,
     /// Remove what nodes no longer configured left behind.
     pub prune: bool,
     /// How long to wait for another tack deploying the same directory.
@@ -54,6 +57,14 @@ impl Options {
             .as_ref()
             .is_none_or(|only| only == &node.id || only == &node.component)
     }
+}
+
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    pub dir: PathBuf,
+    pub salt: Option<String>,
+    /// `false` with `--no-cache-read`: run every step, overwrite entries.
+    pub read: bool,
 }
 
 /// What happened to one host, for the summary and `--format json`.
@@ -152,7 +163,19 @@ pub fn deploy_host(
         store.save(&state)?;
     }
 
-    let finished: Mutex<Vec<(usize, NodeRecord, Duration)>> = Mutex::new(Vec::new());
+    // Opened only when something runs: a no-op creates no cache directory.
+    let steps = match (&options.cache, selected.contains(&true)) {
+        (Some(cache), true) => match StepCache::open(&cache.dir, cache.salt.as_deref(), cache.read)
+        {
+            Ok(steps) => Some(steps),
+            Err(error) => {
+                eprintln!("warning: {error}; running every step");
+                None
+            }
+        },
+        _ => None,
+    };
+    let finished: Mutex<Vec<(usize, NodeRecord, Duration, bool)>> = Mutex::new(Vec::new());
     let deps: Vec<Vec<usize>> = graph.nodes.iter().map(|node| node.deps.clone()).collect();
     let work = |index: usize| -> std::result::Result<(), String> {
         let node = &graph.nodes[index];
@@ -169,7 +192,14 @@ pub fn deploy_host(
                 reporter.prefix, node.display
             ));
         };
-        let applied = apply(node, decision, &progress)?;
+        let applied = apply(node, decision, steps.as_ref(), &progress)?;
+        if let Some(warning) = &applied.warning {
+            reporter.line(&format!(
+                "warning: {}{}: {warning}",
+                reporter.prefix, node.display
+            ));
+        }
+        let restored = applied.restored;
         let record = record_for(node, applied);
         store
             .journal(&node.id, &record)
@@ -178,21 +208,28 @@ pub fn deploy_host(
         finished
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((index, record, took));
-        reporter.node(
-            &verb(node, decision, false),
-            &node.display,
-            &decision.reasons,
-            diff.as_deref(),
-        );
+            .push((index, record, took, restored));
+        let (verb, display) = if restored {
+            (
+                "Restored".to_string(),
+                format!("{} (from cache)", node.display),
+            )
+        } else {
+            (verb(node, decision, false), node.display.clone())
+        };
+        reporter.node(&verb, &display, &decision.reasons, diff.as_deref());
         Ok(())
     };
     let outcomes = run_dag(&deps, &selected, options.jobs, &work);
 
     let mut durations = vec![None; graph.nodes.len()];
-    for (index, record, took) in finished.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    let mut restored = vec![false; graph.nodes.len()];
+    for (index, record, took, from_cache) in
+        finished.into_inner().unwrap_or_else(|e| e.into_inner())
+    {
         state.nodes.insert(graph.nodes[index].id.clone(), record);
         durations[index] = Some(took.as_secs_f64());
+        restored[index] = from_cache;
     }
     let mut nodes = Vec::new();
     for (index, outcome) in outcomes.iter().enumerate() {
@@ -200,7 +237,12 @@ pub fn deploy_host(
         let decision = &decisions[index];
         let report = match outcome {
             Outcome::Done => {
-                let outcome = outcome_word(node, decision, false).to_string();
+                let outcome = if restored[index] {
+                    "restored"
+                } else {
+                    outcome_word(node, decision, false)
+                };
+                let outcome = outcome.to_string();
                 node_report(node, decision, outcome, durations[index], None)
             }
             Outcome::NotNeeded => {

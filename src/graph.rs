@@ -5,7 +5,7 @@
 //! salsa database or the other hosts, so it could be serialized and applied
 //! on the host it describes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::fingerprint::{Fingerprint, FingerprintBuilder};
@@ -166,8 +166,19 @@ impl Action {
 
     /// A hash of what a file, directory or symlink puts on the host,
     /// independent of how it was computed: two keys with the same output
-    /// need no work between them.
-    pub fn output(&self) -> Fingerprint {
+    /// need no work between them. A target inside `base` (the component's
+    /// work dir) is hashed by its path relative to it, so a checkout moved
+    /// elsewhere has the same outputs unless a file's content embeds the
+    /// path: that keeps keys relocatable for the cache.
+    pub fn output(&self, base: Option<&Path>) -> Fingerprint {
+        let path = |target: &PathBuf| -> Vec<u8> {
+            let relative = base.and_then(|base| target.strip_prefix(base).ok());
+            relative
+                .unwrap_or(target)
+                .as_os_str()
+                .as_encoded_bytes()
+                .to_vec()
+        };
         let mut builder = FingerprintBuilder::default();
         match self {
             Action::File {
@@ -175,14 +186,14 @@ impl Action {
                 content,
                 mode,
             } => builder
-                .field("file", target.as_os_str().as_encoded_bytes())
+                .field("file", &path(target))
                 .field("mode", &mode.to_le_bytes())
                 .field("content", blake3::hash(content).as_bytes()),
             Action::Directory { target, mode } => builder
-                .field("directory", target.as_os_str().as_encoded_bytes())
+                .field("directory", &path(target))
                 .field("mode", &mode.to_le_bytes()),
             Action::Symlink { target, points_to } => builder
-                .field("symlink", target.as_os_str().as_encoded_bytes())
+                .field("symlink", &path(target))
                 .field("points_to", points_to.as_bytes()),
             // What a step produces is not known before it runs; its key
             // stands for it (see `NodeSpec::output`).

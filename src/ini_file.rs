@@ -54,7 +54,7 @@ impl IniDocument {
             enabled_preserve_key_leading_whitespace: false,
         };
         let text = &strip_inline_comments(text);
-        check_headers(file, text)?;
+        check_lines(file, text)?;
         let last_line = text.lines().count().max(1);
         let parsed = ini::Ini::load_from_str_opt(text, options).map_err(|error| {
             ConfigError::new(
@@ -120,24 +120,51 @@ impl IniDocument {
     }
 }
 
-/// A section header must close on its own line; rust-ini would read on
-/// into the next lines looking for the `]`.
-fn check_headers(file: &str, text: &str) -> Result<(), ConfigError> {
+/// Checks what rust-ini would misread: a section header must close on its
+/// own line (rust-ini reads on into the next lines looking for the `]`),
+/// and an indented line continues a value only after a key (rust-ini would
+/// take it, and the lines after it, for a key of its own).
+fn check_lines(file: &str, text: &str) -> Result<(), ConfigError> {
+    let mut after_key = false;
     for (index, line) in text.lines().enumerate() {
+        let at = Location::file(file).at_line(index + 1);
         let trimmed = line.trim_end();
-        if trimmed.starts_with('[') && !trimmed.ends_with(']') {
+        if trimmed.trim_start().is_empty() {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) && after_key {
+            continue;
+        }
+        let trimmed = trimmed.trim_start();
+        let key_or_header = trimmed.starts_with('[') || trimmed.contains(['=', ':']);
+        if line.starts_with([' ', '\t']) && !key_or_header && !trimmed.starts_with([';', '#']) {
             return Err(ConfigError::new(
-                Location::file(file).at_line(index + 1),
-                format!(
-                    "malformed section header `{trimmed}`: expected `]` at the end of the line"
-                ),
+                at,
+                "indented line with no key above it; indent only the lines that continue a value",
             ));
         }
+        if trimmed.starts_with([';', '#']) {
+            continue;
+        }
+        if trimmed.starts_with('[') {
+            if !trimmed.ends_with(']') {
+                return Err(ConfigError::new(
+                    at,
+                    format!(
+                        "malformed section header `{trimmed}`: expected `]` at the end of the line"
+                    ),
+                ));
+            }
+            after_key = false;
+            continue;
+        }
+        after_key = true;
     }
     Ok(())
 }
 
-/// Cuts ` ; comment` from unindented lines, keeping the line count.
+/// Cuts ` ; comment` from unindented lines and drops indented `;` lines,
+/// keeping the line count.
 fn strip_inline_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
@@ -146,6 +173,12 @@ fn strip_inline_comments(text: &str) -> String {
             None => (line, ""),
         };
         let indented = body.starts_with([' ', '\t']);
+        // An indented `;` line is a comment too (a `#` line is kept: it may
+        // be a shell comment or a shebang inside a value).
+        if indented && body.trim_start().starts_with(';') {
+            out.push_str(newline);
+            continue;
+        }
         let cut = (!indented)
             .then(|| body.find(" ;").or_else(|| body.find("\t;")))
             .flatten();
@@ -243,6 +276,24 @@ mod tests {
     fn key_outside_section_is_refused() {
         let err = IniDocument::parse("c.cfg", "x = 1\n[a]\n").unwrap_err();
         assert_eq!(err.location.line, Some(1));
+    }
+
+    #[test]
+    fn indented_line_without_a_key_is_refused() {
+        let err = IniDocument::parse("c.cfg", "[a]\n    stray\nx = 1\n").unwrap_err();
+        assert_eq!(err.location.line, Some(2));
+        assert!(err.message.contains("no key above it"), "{err}");
+    }
+
+    #[test]
+    fn indented_semicolon_lines_are_comments_and_hash_lines_are_kept() {
+        let doc = IniDocument::parse(
+            "c.cfg",
+            "[a]\nx = 1 ; why\n    ; more on why\ns =\n    #!/bin/sh\n    echo\n",
+        )
+        .unwrap();
+        assert_eq!(doc.sections[0].get("x").unwrap().value, "1");
+        assert_eq!(doc.sections[0].get("s").unwrap().value, "#!/bin/sh\necho");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod atomic;
+pub mod cache_command;
 pub mod cli;
 pub mod component;
 pub mod configure;
@@ -27,6 +28,7 @@ pub mod reason;
 pub mod report;
 pub mod runner;
 pub mod state;
+pub mod step_cache;
 pub mod template;
 
 use std::ffi::OsString;
@@ -38,7 +40,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command, Format, Target};
 use crate::configure::{environment_def, host_graph};
 use crate::db::{Database, Deployment};
-use crate::deploy::{deploy_host, HostReport, Options};
+use crate::deploy::{deploy_host, CacheOptions, HostReport, Options};
 use crate::environment::{ConnectMethod, EnvironmentDef};
 use crate::error::{ConfigError, Error, Result};
 use crate::graph::HostGraph;
@@ -74,6 +76,11 @@ fn dispatch(cli: Cli) -> Result<()> {
                 force: args.force,
                 lock_timeout: args.lock_timeout.map(std::time::Duration::from_secs),
                 prune: args.prune,
+                cache: Some(CacheOptions {
+                    dir: cache_command::cache_dir(args.cache_dir.as_deref(), &options.root),
+                    salt: args.cache_salt.clone(),
+                    read: !args.no_cache_read,
+                }),
                 ..options
             };
             deploy(&args.target, &options, args.format)
@@ -85,6 +92,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             };
             deploy(&args.target, &options, Format::Text)
         }
+        Command::Cache(args) => cache_command::run(&args),
         Command::Graph(args) => {
             for graph in configure_all(&args.target)?.graphs {
                 print!("{}", graph.to_dot());
@@ -110,6 +118,7 @@ fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<
         only: None,
         lock_timeout: None,
         prune: false,
+        cache: None,
     })
 }
 

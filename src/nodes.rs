@@ -356,12 +356,17 @@ impl NodeBuilder<'_> {
             .target()
             .starts_with(&self.workdir)
             .then(|| self.workdir.clone());
+        let output = if barrier {
+            key
+        } else {
+            action.output(confined_to.as_deref())
+        };
         NodeSpec {
             id,
             component: self.def.name.clone(),
             confined_to,
             display,
-            output: if barrier { key } else { action.output() },
+            output,
             key,
             barrier,
             watches: Watches::Above,

@@ -38,3 +38,6 @@ mod fastpath;
 /// The prebuilt `[supervisor]`: per-program restarts with the real
 /// supervisor.
 mod supervisor;
+
+/// The step cache: restore instead of rerun, verified, shared.
+mod cache;

@@ -26,6 +26,7 @@ const BUILDOUT_CFG: &str = "Supervisor > Buildout > File(buildout.cfg)";
 const BUILDOUT: &str = "Supervisor > Buildout";
 const SLOW: &str = "Supervisor > Command(slow)";
 const SERVICE: &str = "Supervisor > Service(supervisord)";
+const LOG_DIR: &str = "Supervisor > Directory(var/log)";
 
 /// How long supervisord may take to (re)start tick (its `startsecs` is
 /// one second) or to go away; far more than it needs on a busy machine.
@@ -400,7 +401,7 @@ fn supervisor_runs_tick_and_is_reloaded_only_when_something_it_runs_changed() {
     let out = t.deploy();
     assert_eq!(
         out.updated(),
-        set(&[TICK_SH, BUILDOUT_CFG, BUILDOUT]),
+        set(&[TICK_SH, BUILDOUT_CFG, LOG_DIR, BUILDOUT]),
         "{out}"
     );
     assert_line(&out, &format!("Starting {SERVICE}"));
@@ -508,7 +509,7 @@ fn a_reload_owed_by_a_killed_deploy_happens_on_the_next_one() {
     let out = t.deploy();
     assert_eq!(
         out.updated(),
-        set(&[TICK_SH, BUILDOUT_CFG, BUILDOUT, SLOW]),
+        set(&[TICK_SH, BUILDOUT_CFG, LOG_DIR, BUILDOUT, SLOW]),
         "{out}"
     );
     let supervisord = t.supervisord_pid();
@@ -543,9 +544,9 @@ fn a_reload_owed_by_a_killed_deploy_happens_on_the_next_one() {
     assert!(actions(&out).is_empty(), "a no-op redeploy acted\n{out}");
 }
 
-/// A script buildout made is deleted by hand: buildout runs again and
-/// brings it back; supervisord, whose config did not change, keeps
-/// running untouched.
+/// A script buildout made is deleted by hand: buildout's outputs come back
+/// (from the cache, which holds them since the first deploy, verified);
+/// supervisord, whose config did not change, keeps running untouched.
 #[test]
 fn a_deleted_buildout_script_is_rebuilt() {
     let t = Tutorial::new(19103);
@@ -559,15 +560,37 @@ fn a_deleted_buildout_script_is_rebuilt() {
     assert_contains(&block, "bin/supervisord` is missing");
 
     let out = t.deploy();
-    assert_eq!(
-        actions(&out),
-        [format!("Updating {BUILDOUT}").as_str()],
-        "{out}"
-    );
+    assert_line(&out, &format!("Restored {BUILDOUT} (from cache)"));
+    assert!(actions(&out).is_empty(), "nothing else acts\n{out}");
     assert!(t.d.exists("work/supervisor/bin/supervisord"));
     assert_eq!(t.supervisord_pid(), supervisord);
     assert_eq!(t.tick(), Some(tick), "{}", t.ctl(&["status"]));
 
     let out = t.deploy();
     assert!(actions(&out).is_empty(), "a no-op redeploy acted\n{out}");
+}
+
+/// A CI runner's fresh checkout at the same path, with `.tack/cache`
+/// restored: the buildout (whose scripts embed absolute paths, so it is
+/// cached per path) comes from the cache instead of PyPI, and supervisord
+/// comes up from the restored scripts.
+#[test]
+fn a_fresh_checkout_restores_its_buildout_from_the_cache() {
+    let t = Tutorial::new(19104);
+    t.deploy();
+    let pid = t.supervisord_pid();
+    t.ctl(&["shutdown"]);
+    assert!(
+        wait_until(PATIENCE, || !alive(pid)),
+        "supervisord did not stop"
+    );
+    fs::remove_dir_all(t.d.path("work")).unwrap();
+    fs::remove_dir_all(t.d.path(".tack/state")).unwrap();
+
+    let out = t.deploy();
+    assert_line(&out, "Restored Supervisor > Buildout (from cache)");
+    assert_line(&out, &format!("Starting {SERVICE}"));
+    t.wait_for_tick(None);
+    let again = t.deploy();
+    assert!(actions(&again).is_empty(), "{again}");
 }

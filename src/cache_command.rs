@@ -1,0 +1,152 @@
+//! `tack cache stats | verify | gc | export | import`: looking after the
+//! step cache by hand or from CI.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use cache::Store;
+
+use crate::cli::{CacheArgs, CacheCommand};
+use crate::error::{Error, Result};
+
+/// The cache directory: `--cache-dir`, `TACK_CACHE_DIR`, or the
+/// deployment's `.tack/cache`.
+pub fn cache_dir(explicit: Option<&Path>, root: &Path) -> PathBuf {
+    explicit.map_or_else(|| root.join(".tack").join("cache"), Path::to_path_buf)
+}
+
+pub fn run(args: &CacheArgs) -> Result<()> {
+    let dir = cache_dir(args.cache_dir.as_deref(), &args.dir);
+    let store = Store::open(&dir)
+        .map_err(|error| Error::Usage(format!("cannot open the cache: {error}")))?;
+    let failed = |error: cache::Error| Error::Usage(format!("cache `{}`: {error}", dir.display()));
+    match &args.command {
+        CacheCommand::Stats => {
+            let stats = store.stats().map_err(failed)?;
+            println!(
+                "{}: {} blobs, {} action records, {}",
+                dir.display(),
+                stats.blobs,
+                stats.actions,
+                human_size(stats.bytes)
+            );
+        }
+        CacheCommand::Verify => {
+            let corruptions = store.verify().map_err(failed)?;
+            for corruption in &corruptions {
+                println!("corrupt: {corruption}");
+            }
+            if !corruptions.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{} corrupt entries in `{}` (a deploy treats them as misses and evicts them)",
+                    corruptions.len(),
+                    dir.display()
+                )));
+            }
+            println!("{}: every entry verifies", dir.display());
+        }
+        CacheCommand::Gc { max_size } => {
+            let limit = parse_size(max_size).ok_or_else(|| {
+                Error::Usage(format!("`{max_size}` is not a size such as 500M or 2G"))
+            })?;
+            let report = store.gc(limit).map_err(failed)?;
+            println!(
+                "removed {} blobs and {} records, freed {}",
+                report.blobs_removed,
+                report.actions_removed,
+                human_size(report.bytes_freed)
+            );
+        }
+        CacheCommand::Export { file } => {
+            let report = store.export(file, &progress).map_err(failed)?;
+            finish_progress();
+            println!(
+                "exported {} blobs and {} records to `{}` ({}); skipped {} corrupt, {} incomplete",
+                report.blobs,
+                report.actions,
+                file.display(),
+                human_size(report.bytes),
+                report.skipped_corrupt,
+                report.skipped_dangling
+            );
+        }
+        CacheCommand::Import { file } => {
+            let report = store.import(file, &progress).map_err(failed)?;
+            finish_progress();
+            println!(
+                "imported {} blobs and {} records from `{}`; {} already present, skipped {} corrupt, {} incomplete",
+                report.blobs_added,
+                report.actions_added,
+                file.display(),
+                report.already_present,
+                report.skipped_corrupt,
+                report.skipped_dangling
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr for long operations, redrawn in place.
+fn progress(done: u64, total: u64) {
+    const WIDTH: u64 = 30;
+    let filled = (done * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH) as usize;
+    let bar = format!(
+        "{}{}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH as usize - filled)
+    );
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r[{bar}] {done}/{total}");
+    let _ = err.flush();
+}
+
+fn finish_progress() {
+    eprintln!();
+}
+
+/// `500M`, `2G`, `10K`, `1024`: bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let factor: u64 = match unit.trim().to_ascii_uppercase().trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(factor)
+}
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", units[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("500M"), Some(500 << 20));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("10kb"), Some(10 << 10));
+        assert_eq!(parse_size("lots"), None);
+    }
+}
