@@ -33,6 +33,7 @@ pub fn write_atomically(path: &Path, content: &[u8], mode: u32, durable: bool) -
             .sync_all()
             .map_err(|error| Error::io("sync", temp.path(), error))?;
     }
+    crate::fault::mid_write();
     temp.persist(path)
         .map_err(|error| Error::io("replace", path, error.error))?;
     Ok(())

@@ -204,6 +204,7 @@ pub fn deploy_host(
         store
             .journal(&node.id, &record)
             .map_err(|error| error.to_string())?;
+        crate::fault::node_finished();
         let took = began.elapsed();
         finished
             .lock()

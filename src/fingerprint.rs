@@ -145,7 +145,11 @@ impl FingerprintBuilder {
 /// The key of a node: its named inputs' values, in name order.
 pub fn node_key(inputs: &Inputs) -> Fingerprint {
     let mut builder = FingerprintBuilder::default();
+    let dropped = crate::fault::dropped_input();
     for (name, input) in inputs {
+        if dropped.is_some_and(|dropped| name.starts_with(dropped)) {
+            continue;
+        }
         builder.field(name, input.value.as_bytes());
     }
     builder.finish()

@@ -14,6 +14,7 @@ pub mod environment;
 pub mod error;
 pub mod executor;
 pub mod fastpath;
+pub mod fault;
 pub mod fingerprint;
 pub mod graph;
 pub mod ini_file;
