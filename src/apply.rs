@@ -47,6 +47,23 @@ pub fn apply(
     if let (Some(base), true) = (&node.confined_to, node.action.owns_target()) {
         refuse_symlinks_between(base, node.action.target())?;
     }
+    let result = apply_action(node, decision, steps, progress);
+    match (&node.action, node.sensitive) {
+        // A failing step's message quotes its command: not one that holds
+        // a secret.
+        (Action::Command(spec), true) => {
+            result.map_err(|error| error.replace(&spec.run, "(sensitive command)"))
+        }
+        _ => result,
+    }
+}
+
+fn apply_action(
+    node: &NodeSpec,
+    decision: &Decision,
+    steps: Option<&StepCache>,
+    progress: &dyn Fn(Duration),
+) -> Result<Applied, String> {
     match &node.action {
         Action::File {
             target,

@@ -19,6 +19,9 @@ pub struct ComponentDef {
     /// `components/NAME`, where sources are found.
     pub dir: String,
     pub attributes: BTreeMap<String, Sourced>,
+    /// Attributes from `[secrets]`: never shown, logged or stored in
+    /// clear, and whatever reads them is sensitive too.
+    pub secrets: std::collections::BTreeSet<String>,
     pub resources: Vec<ResourceDef>,
     pub provides: Vec<ProvideDef>,
     pub requires: Vec<RequireDef>,
@@ -170,7 +173,8 @@ pub struct RequireDef {
     pub scope: Scope,
 }
 
-const SECTION_KINDS: &str = "[attributes], [file:PATH], [directory:PATH], [symlink:PATH], \
+const SECTION_KINDS: &str =
+    "[attributes], [secrets], [file:PATH], [directory:PATH], [symlink:PATH], \
     [command:NAME], [buildout], [service:NAME], [supervisor], [provide:KEY], [require:KEY]";
 
 impl ComponentDef {
@@ -184,6 +188,7 @@ impl ComponentDef {
             file: file.to_string(),
             dir,
             attributes: BTreeMap::new(),
+            secrets: std::collections::BTreeSet::new(),
             resources: Vec::new(),
             provides: Vec::new(),
             requires: Vec::new(),
@@ -211,7 +216,20 @@ impl ComponentDef {
             None => (section.name.trim(), None),
         };
         match (kind, argument) {
-            ("attributes", None) => self.attributes = fields(),
+            ("attributes" | "secrets", None) => {
+                for (name, value) in fields() {
+                    if self.attributes.contains_key(&name) {
+                        return Err(ConfigError::new(
+                            value.location,
+                            format!("`{name}` is both an attribute and a secret"),
+                        ));
+                    }
+                    if kind == "secrets" {
+                        self.secrets.insert(name.clone());
+                    }
+                    self.attributes.insert(name, value);
+                }
+            }
             ("provide", Some(key)) => {
                 check_key_name(key, &location)?;
                 if self.provides.iter().any(|provide| provide.key == key) {

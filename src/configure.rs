@@ -337,7 +337,9 @@ pub fn template_context(
         .clone()?
         .iter()
     {
-        vars.insert(name.clone(), ContextVar::Text(Input::sourced(value)));
+        let secret = def.secrets.contains(name);
+        let input = Input::sourced(value).secret(secret);
+        vars.insert(name.clone(), ContextVar::Text(input));
     }
     let workdir = workdir(db, deployment, &env, &component);
     let builtins = [

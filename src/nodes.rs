@@ -16,7 +16,7 @@ use crate::db::Db;
 use crate::error::{ConfigError, Location};
 use crate::fingerprint::{node_key, Fingerprint};
 use crate::graph::{Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec, Watches};
-use crate::provenance::{mask, Input, Inputs, Sourced};
+use crate::provenance::{mask, mask_sensitive, Input, Inputs, Sourced};
 use crate::template::{render, ContextVar, TemplateContext};
 
 /// What buildout produces in its directory; a missing one reruns it.
@@ -51,6 +51,9 @@ impl NodeBuilder<'_> {
                     Input::at(&resource.name, resource.location.clone()),
                 );
                 let content = self.file_content(resource, sensitive, &mut inputs)?;
+                // A file that renders a secret is as secret as a file
+                // marked sensitive: no diff, not readable by others.
+                let sensitive = sensitive || inputs.values().any(Input::is_sensitive);
                 let mode = mode(resource, if sensitive { 0o600 } else { 0o644 }, &mut inputs)?;
                 if sensitive {
                     // What a secret file reads is as secret as the file.
@@ -338,7 +341,7 @@ impl NodeBuilder<'_> {
         };
         let mut node = self.make(id, display, kind.is_barrier(), action, inputs);
         node.watches = watches;
-        node.sensitive = sensitive;
+        node.sensitive |= sensitive;
         node
     }
 
@@ -351,6 +354,8 @@ impl NodeBuilder<'_> {
         action: Action,
         inputs: Inputs,
     ) -> NodeSpec {
+        // Secrets and what was computed from them leave as hashes only.
+        let inputs = mask_sensitive(&inputs);
         let key = node_key(&inputs);
         let confined_to = action
             .target()
@@ -371,8 +376,8 @@ impl NodeBuilder<'_> {
             barrier,
             watches: Watches::Above,
             action,
+            sensitive: inputs.values().any(|input| input.sensitive),
             inputs,
-            sensitive: false,
             deps: Vec::new(),
         }
     }
@@ -591,11 +596,11 @@ impl NodeBuilder<'_> {
             return Ok(None);
         };
         let rendered = render(&field.value, &field.location, self.context)?;
+        // Text rendered from a secret is as secret as the secret.
+        let secret = rendered.inputs.values().any(Input::is_sensitive);
         inputs.extend(rendered.inputs);
-        inputs.insert(
-            key.to_string(),
-            Input::at(&rendered.text, field.location.clone()),
-        );
+        let input = Input::at(&rendered.text, field.location.clone()).secret(secret);
+        inputs.insert(key.to_string(), input);
         Ok(Some(rendered.text))
     }
 

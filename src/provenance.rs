@@ -38,6 +38,10 @@ pub struct Input {
     pub origin: Option<Location>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub via: BTreeMap<String, Input>,
+    /// A secret, or computed from one: its value is hashed before it
+    /// leaves the configure phase ([`mask_sensitive`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
 }
 
 impl Input {
@@ -46,6 +50,7 @@ impl Input {
             value: value.into(),
             origin: None,
             via: BTreeMap::new(),
+            sensitive: false,
         }
     }
 
@@ -54,6 +59,7 @@ impl Input {
             value: sourced.value.clone(),
             origin: Some(sourced.location.clone()),
             via: BTreeMap::new(),
+            sensitive: false,
         }
     }
 
@@ -62,6 +68,7 @@ impl Input {
             value: value.into(),
             origin: Some(origin),
             via: BTreeMap::new(),
+            sensitive: false,
         }
     }
 
@@ -81,8 +88,38 @@ impl Input {
                 .iter()
                 .map(|(name, input)| (name.clone(), input.masked()))
                 .collect(),
+            sensitive: true,
         }
     }
+
+    pub fn secret(mut self, sensitive: bool) -> Input {
+        self.sensitive = sensitive;
+        self
+    }
+
+    /// Whether this value or anything it came from is a secret.
+    pub fn is_sensitive(&self) -> bool {
+        self.sensitive || self.via.values().any(Input::is_sensitive)
+    }
+}
+
+/// `inputs` with every sensitive value, and every value computed from one,
+/// replaced by its hash: what may be shown, stored and keyed.
+pub fn mask_sensitive(inputs: &Inputs) -> Inputs {
+    inputs
+        .iter()
+        .map(|(name, input)| {
+            let input = if input.is_sensitive() {
+                input.masked()
+            } else {
+                Input {
+                    via: mask_sensitive(&input.via),
+                    ..input.clone()
+                }
+            };
+            (name.clone(), input)
+        })
+        .collect()
 }
 
 /// How a sensitive value is shown: `(sensitive, blake3 0123456789ab)`.

@@ -155,3 +155,107 @@ fn a_planted_symlink_above_a_file_is_refused_even_without_a_directory_resource()
     );
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }
+
+/// A secret and everything computed from it stay out of every output and
+/// of tack's state; files that render it are private.
+#[test]
+fn a_secret_never_appears_in_output_or_state() {
+    let deployment = Deployment::new()
+        .env(
+            "dev",
+            "[hosts]\nlocalhost = db, app\n\n[component:db]\npassword = hunter2-override\n",
+        )
+        .component(
+            "db",
+            "
+            [secrets]
+            password = hunter2
+
+            [attributes]
+            port = 5432
+
+            [provide:database]
+            url = postgres://app:{{ password }}@localhost:{{ port }}/app
+            ",
+        )
+        .component(
+            "app",
+            "
+            [require:database]
+
+            [file:app.ini]
+            content = {% for db in database %}url = {{ db.url }}{% endfor %}
+
+            [file:public.txt]
+            content = nothing secret here
+
+            [command:check]
+            run = test -n '{% for db in database %}{{ db.url }}{% endfor %}'
+            ",
+        );
+    let mut seen = String::new();
+    for args in [
+        &["local", "dev", "--explain", "--diff"][..],
+        &["local", "dev", "--format", "json"][..],
+    ] {
+        let output = deployment.tack(args).success();
+        seen.push_str(&output.stdout);
+        seen.push_str(&output.stderr);
+    }
+    assert_eq!(
+        deployment.read("work/app/app.ini"),
+        "url = postgres://app:hunter2-override@localhost:5432/app\n"
+    );
+    assert_eq!(
+        deployment.mode("work/app/app.ini") & 0o777,
+        0o600,
+        "a file rendering a secret is private"
+    );
+    assert_eq!(deployment.mode("work/app/public.txt") & 0o777, 0o644);
+
+    // Change the secret: the file follows, the output still only hashes.
+    deployment.replace("environments/dev.cfg", "hunter2-override", "swordfish-2");
+    for args in [
+        &["explain", "dev", "--diff"][..],
+        &["local", "dev", "--explain", "--diff"][..],
+    ] {
+        let output = deployment.tack(args).success();
+        assert!(
+            output.stdout.contains("Updating App > File(app.ini)") || args[0] == "explain",
+            "{output}"
+        );
+        seen.push_str(&output.stdout);
+        seen.push_str(&output.stderr);
+    }
+    assert!(
+        seen.contains("(sensitive, blake3 "),
+        "changes are shown as hashes\n{seen}"
+    );
+    for secret in ["hunter2", "swordfish"] {
+        assert!(
+            !seen.contains(secret),
+            "`{secret}` leaked into the output\n{seen}"
+        );
+        for file in walk(&deployment.path(".tack")) {
+            let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+            assert!(
+                !text.contains(secret),
+                "`{secret}` leaked into {}",
+                file.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
