@@ -39,14 +39,23 @@ pub fn write_atomically(path: &Path, content: &[u8], mode: u32, durable: bool) -
     Ok(())
 }
 
-/// Removes temp files an interrupted write left in `dir`.
-pub fn sweep_orphans(dir: &Path) {
+/// Removes temp files an interrupted write left in `dir`; with
+/// `older_than`, only those not modified for that long.
+pub fn sweep_orphans(dir: &Path, older_than: Option<std::time::Duration>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let is_ours = entry.file_name().to_string_lossy().starts_with(".tack-");
-        if is_ours && entry.file_type().is_ok_and(|kind| kind.is_file()) {
+        let Ok(meta) = entry.metadata() else { continue };
+        let old_enough = older_than.is_none_or(|age| {
+            meta.modified()
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|elapsed| elapsed >= age)
+        });
+        let plain = meta.is_file() || meta.file_type().is_symlink();
+        if is_ours && plain && old_enough {
             let _ = fs::remove_file(entry.path());
         }
     }

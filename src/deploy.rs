@@ -25,6 +25,10 @@ use crate::report::{text_diff, Reporter, Summary};
 use crate::state::{NodeRecord, StateStore};
 use crate::step_cache::StepCache;
 
+/// Outside a work dir (an absolute target), a temp file may belong to
+/// another tack deploying elsewhere: only one this old is an orphan.
+const ORPHAN_AGE: Duration = Duration::from_secs(600);
+
 /// Validated settings of one `tack local` run.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -104,6 +108,9 @@ pub fn deploy_host(
 ) -> Result<HostReport> {
     let started = Instant::now();
     let store = StateStore::new(&options.root, &graph.environment, &graph.host);
+    // A journal left by a killed run is folded into the state at the end
+    // of this one, even if nothing else changes.
+    let interrupted = store.journal_exists();
     let (mut state, warnings) = store.load();
     for warning in warnings {
         eprintln!("warning: {warning}");
@@ -146,15 +153,26 @@ pub fn deploy_host(
         .iter()
         .map(|d| d.verdict == Verdict::Run)
         .collect();
+    if let Some(dir) = store.path().parent() {
+        sweep_orphans(dir, None);
+    }
     if selected.contains(&true) {
+        let mut swept = std::collections::BTreeSet::new();
         for (node, decision) in graph.nodes.iter().zip(&decisions) {
             if decision.verdict != Verdict::Run {
                 continue;
             }
-            if decision.reasons.contains(&Reason::LastAttemptUnfinished) {
-                if let Some(dir) = node.action.target().parent() {
-                    sweep_orphans(dir);
-                }
+            // A write killed halfway leaves a temp file beside its target;
+            // whether or not this node was ever recorded, its directory is
+            // swept before it is written again.
+            if let Some(dir) = node
+                .action
+                .target()
+                .parent()
+                .filter(|dir| swept.insert(dir.to_path_buf()))
+            {
+                let anyone_else = node.confined_to.is_none();
+                sweep_orphans(dir, anyone_else.then_some(ORPHAN_AGE));
             }
             if let Some(record) = state.nodes.get_mut(&node.id) {
                 record.finished = false;
@@ -288,7 +306,7 @@ pub fn deploy_host(
     }
     let pruned = removed(graph, &mut state, options, reporter, &mut nodes);
     let recorded = decisions.iter().any(|d| d.verdict == Verdict::Record);
-    if selected.contains(&true) || recorded || pruned || !store.path().exists() {
+    if selected.contains(&true) || recorded || pruned || interrupted || !store.path().exists() {
         store.save(&state)?;
     }
     Ok(finish(graph, reporter, nodes, false, started))

@@ -1,39 +1,43 @@
 //! The no-op fast path: when no input file changed, skip configuring.
 //!
-//! Configuring parses every file and renders every template; at thousands
-//! of files that costs more than looking at the deployed files does. After
-//! a deploy in which every node finished, tack writes a manifest
+//! Configuring parses every file and renders every template, and loading
+//! the state parses every node's named inputs; at thousands of files both
+//! cost more than looking at the deployed files does. After a deploy in
+//! which every node finished, tack writes a compact manifest
 //! (`.tack/state/<env>/inputs.json`): the stat of every file the configure
 //! phase read (or found missing), the tack build, the deployment root, and
-//! per host the node ids and keys the configuration produced.
+//! per host each node with just what it takes to see that its target is
+//! still as recorded (a file's stat, a link's target, a step's outputs, a
+//! service's pid and start time).
 //!
 //! The next run stats those files first. If every stat is unchanged, the
-//! configuration is the one recorded, so its nodes and keys are known
-//! without computing them; if every node's record is finished, has that
-//! key, and its target still looks as recorded (stat for files, pid and
-//! start time for services, outputs for steps), there is nothing to do.
-//! Anything else, however small, falls back to the full path, which
-//! explains it. The fast path writes nothing.
+//! configuration is the one recorded; if every node's target still looks
+//! as recorded, there is nothing to do: no template is rendered and the
+//! state is not even read. Anything else, however small, falls back to the
+//! full path, which explains it. The fast path writes nothing.
 //!
-//! A manifest entry is written only for a file whose content on disk at
-//! that moment is the content that was configured; an edit racing with
-//! the deploy therefore never hides behind a fresh stat.
+//! The manifest is written only when the state has no unfinished node and
+//! no node that is no longer configured (those must be reported), and a
+//! source entry only for a file whose content on disk at that moment is
+//! the content that was configured: an edit racing with the deploy never
+//! hides behind a fresh stat. A journal (a deploy running or killed)
+//! disables the fast path.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomically;
 use crate::deploy::{HostReport, NodeReport};
 use crate::error::Result;
-use crate::fingerprint::Fingerprint;
 use crate::graph::HostGraph;
-use crate::observe::python_version;
+use crate::observe::{observed_from, python_version};
 use crate::process::Process;
 use crate::report::{Reporter, Summary};
 use crate::state::{NodeRecord, StateStore};
@@ -44,7 +48,33 @@ struct Manifest {
     root: PathBuf,
     host: Option<String>,
     sources: Vec<(String, Option<Stat>)>,
-    hosts: Vec<(String, Vec<(String, Fingerprint)>)>,
+    hosts: Vec<HostChecks>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct HostChecks {
+    host: String,
+    nodes: Vec<NodeCheck>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct NodeCheck {
+    id: String,
+    display: String,
+    check: Check,
+}
+
+/// What to look at to know a node's target is as recorded.
+#[derive(Debug, Serialize, Deserialize)]
+enum Check {
+    /// Size, mtime, ctime, inode and mode as recorded after the write.
+    File(PathBuf, u64, (i64, i64), (i64, i64), u64, u32),
+    Directory(PathBuf, u32),
+    Symlink(PathBuf, String),
+    /// Every output exists, and the python it was built with is current.
+    Outputs(Vec<PathBuf>, Option<(String, String)>),
+    Service(PathBuf, Process),
+    Nothing,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,8 +116,8 @@ fn build_id() -> String {
     )
 }
 
-/// Records what a successful full deploy configured from. `sources` are
-/// the files the configure phase read, with the content it used.
+/// Records what a clean full deploy configured from. `sources` are the
+/// files the configure phase read, with the content it used.
 pub fn remember(
     root: &Path,
     environment: &str,
@@ -96,33 +126,78 @@ pub fn remember(
     graphs: &[Arc<HostGraph>],
 ) -> Result<()> {
     let path = manifest_path(root, environment);
-    let mut stats = Vec::with_capacity(sources.len());
-    for (source, used) in sources {
-        let full = root.join(source);
-        let stat = Stat::of(&full);
-        let now = fs::read(&full).ok();
-        if now.as_deref() != used.as_deref() {
+    let stats: Option<Vec<(String, Option<Stat>)>> = sources
+        .par_iter()
+        .map(|(source, used)| {
+            let full = root.join(source);
+            let stat = Stat::of(&full);
             // Changed while we deployed: no shortcut next time.
-            let _ = fs::remove_file(&path);
-            return Ok(());
+            (fs::read(&full).ok().as_deref() == used.as_deref()).then(|| (source.clone(), stat))
+        })
+        .collect();
+    let Some(stats) = stats else {
+        forget(root, environment);
+        return Ok(());
+    };
+    let mut hosts = Vec::new();
+    for graph in graphs {
+        let (state, _) = StateStore::new(root, environment, &graph.host).load();
+        let configured = graph.nodes.len() == state.nodes.len();
+        let mut nodes = Vec::with_capacity(graph.nodes.len());
+        for node in &graph.nodes {
+            let record = state.nodes.get(&node.id);
+            let Some(record) = record.filter(|r| configured && r.finished && r.key == node.key)
+            else {
+                forget(root, environment);
+                return Ok(());
+            };
+            nodes.push(NodeCheck {
+                id: node.id.clone(),
+                display: node.display.clone(),
+                check: check_for(record),
+            });
         }
-        stats.push((source.clone(), stat));
+        hosts.push(HostChecks {
+            host: graph.host.clone(),
+            nodes,
+        });
     }
     let manifest = Manifest {
         build: build_id(),
         root: root.to_path_buf(),
         host: host.map(str::to_string),
         sources: stats,
-        hosts: graphs
-            .iter()
-            .map(|graph| {
-                let nodes = graph.nodes.iter().map(|n| (n.id.clone(), n.key)).collect();
-                (graph.host.clone(), nodes)
-            })
-            .collect(),
+        hosts,
     };
     let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
     write_atomically(&path, &bytes, 0o600, false)
+}
+
+/// The cheapest look that tells whether `record`'s target is unchanged.
+fn check_for(record: &NodeRecord) -> Check {
+    let input = |name: &str| record.inputs.get(name).map(|input| input.value.clone());
+    let Some(target) = record.target.clone() else {
+        return Check::Nothing;
+    };
+    let python = input("python").zip(record.facts.get("python").cloned());
+    match input("kind").unwrap_or_default().as_str() {
+        "file" => match record.observed {
+            Some(o) => Check::File(target, o.size, o.mtime, o.ctime, o.ino, o.mode),
+            None => Check::Outputs(vec![PathBuf::from("/nonexistent/never-fresh")], None),
+        },
+        "directory" => {
+            let mode = input("mode").and_then(|mode| u32::from_str_radix(&mode, 8).ok());
+            Check::Directory(target, mode.unwrap_or(u32::MAX))
+        }
+        "symlink" => Check::Symlink(target, input("target").unwrap_or_default()),
+        "command" | "buildout" => Check::Outputs(record.produced.clone(), python),
+        "venv" => Check::Outputs(vec![target.join(".tack-bootstrap")], python),
+        "service" => match record.process {
+            Some(process) => Check::Service(target, process),
+            None => Check::Outputs(vec![PathBuf::from("/nonexistent/never-fresh")], None),
+        },
+        _ => Check::Nothing,
+    }
 }
 
 /// Forgets the manifest, so the next run configures in full.
@@ -145,93 +220,81 @@ pub fn try_noop(
     if manifest.build != build_id() || manifest.root != root || manifest.host.as_deref() != host {
         return None;
     }
-    for (source, stat) in &manifest.sources {
-        if &Stat::of(&root.join(source)) != stat {
-            return None;
-        }
+    let sources_unchanged = manifest
+        .sources
+        .par_iter()
+        .all(|(source, stat)| &Stat::of(&root.join(source)) == stat);
+    if !sources_unchanged {
+        return None;
     }
-    let mut pythons: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let pythons: Mutex<BTreeMap<String, Option<String>>> = Mutex::default();
     let mut reports = Vec::new();
-    for (host, nodes) in &manifest.hosts {
-        let store = StateStore::new(root, environment, host);
-        if store.journal_exists() {
+    for checks in &manifest.hosts {
+        if StateStore::new(root, environment, &checks.host).journal_exists() {
             return None;
         }
-        let (state, warnings) = store.load();
-        if !warnings.is_empty() || state.nodes.len() != nodes.len() {
+        if !checks
+            .nodes
+            .par_iter()
+            .all(|node| unchanged(&node.check, &pythons))
+        {
             return None;
         }
-        let mut reported = Vec::with_capacity(nodes.len());
-        for (id, key) in nodes {
-            let record = state.nodes.get(id)?;
-            if !record.finished || record.key != *key || !looks_as_recorded(record, &mut pythons) {
-                return None;
-            }
-            reported.push(NodeReport {
-                id: id.clone(),
-                display: record.display.clone(),
+        let nodes: Vec<NodeReport> = checks
+            .nodes
+            .iter()
+            .map(|node| NodeReport {
+                id: node.id.clone(),
+                display: node.display.clone(),
                 outcome: "unchanged".into(),
                 reasons: Vec::new(),
                 seconds: None,
                 error: None,
-            });
-        }
+            })
+            .collect();
         let summary = Summary {
-            unchanged: reported.len(),
+            unchanged: nodes.len(),
             ..Summary::default()
         };
         let elapsed = started.elapsed();
-        reporter(host).line(&summary.line(host, dry_run, elapsed));
+        reporter(&checks.host).line(&summary.line(&checks.host, dry_run, elapsed));
         reports.push(HostReport {
-            host: host.clone(),
+            host: checks.host.clone(),
             dry_run,
             summary,
             seconds: elapsed.as_secs_f64(),
-            nodes: reported,
+            nodes,
         });
     }
     Some(reports)
 }
 
-/// The cheap check of one node's target against its record.
-fn looks_as_recorded(record: &NodeRecord, pythons: &mut BTreeMap<String, Option<String>>) -> bool {
-    let input = |name: &str| record.inputs.get(name).map(|input| input.value.as_str());
-    let Some(target) = &record.target else {
-        return false;
-    };
-    let python_unchanged = |pythons: &mut BTreeMap<String, Option<String>>| {
-        let Some(python) = input("python") else {
-            return true;
-        };
-        let version = pythons
-            .entry(python.to_string())
-            .or_insert_with(|| python_version(python))
-            .clone();
-        version.is_some() && version.as_ref() == record.facts.get("python")
-    };
-    match input("kind").unwrap_or_default() {
-        "file" => record.observed.is_some_and(|observed| {
-            fs::symlink_metadata(target).is_ok_and(|meta| {
-                meta.is_file() && crate::observe::observed_from(&meta, observed.hash) == observed
+fn unchanged(check: &Check, pythons: &Mutex<BTreeMap<String, Option<String>>>) -> bool {
+    match check {
+        Check::File(path, size, mtime, ctime, ino, mode) => {
+            fs::symlink_metadata(path).is_ok_and(|meta| {
+                let seen = observed_from(&meta, Default::default());
+                meta.is_file()
+                    && (seen.size, seen.mtime, seen.ctime, seen.ino, seen.mode)
+                        == (*size, *mtime, *ctime, *ino, *mode)
             })
-        }),
-        "directory" => {
-            let mode = input("mode").and_then(|mode| u32::from_str_radix(mode, 8).ok());
-            fs::symlink_metadata(target)
-                .is_ok_and(|meta| meta.is_dir() && Some(meta.mode() & 0o7777) == mode)
         }
-        "symlink" => fs::read_link(target)
-            .is_ok_and(|found| Some(found.to_string_lossy().as_ref()) == input("target")),
-        "command" | "buildout" => {
-            record
-                .produced
-                .iter()
-                .all(|path| fs::symlink_metadata(path).is_ok())
-                && python_unchanged(pythons)
+        Check::Directory(path, mode) => fs::symlink_metadata(path)
+            .is_ok_and(|meta| meta.is_dir() && meta.mode() & 0o7777 == *mode),
+        Check::Symlink(path, points_to) => {
+            fs::read_link(path).is_ok_and(|found| found.as_os_str() == points_to.as_str())
         }
-        "venv" => target.join(".tack-bootstrap").exists() && python_unchanged(pythons),
-        "service" => record.process.is_some() && Process::from_pidfile(target) == record.process,
-        "program" => true,
-        _ => false,
+        Check::Outputs(paths, python) => {
+            paths.iter().all(|path| fs::symlink_metadata(path).is_ok())
+                && python.as_ref().is_none_or(|(python, version)| {
+                    let mut known = pythons.lock().unwrap_or_else(|e| e.into_inner());
+                    let now = known
+                        .entry(python.clone())
+                        .or_insert_with(|| python_version(python));
+                    now.as_ref() == Some(version)
+                })
+        }
+        Check::Service(pidfile, process) => Process::from_pidfile(pidfile) == Some(*process),
+        Check::Nothing => true,
     }
 }

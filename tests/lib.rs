@@ -41,3 +41,8 @@ mod supervisor;
 
 /// The step cache: restore instead of rerun, verified, shared.
 mod cache;
+
+/// Crash safety: a deploy SIGKILLed after any node or in the middle of any
+/// write (first deploy and redeploy) converges on the next run, and never
+/// leaves a state that calls an unfinished node done.
+mod crash;

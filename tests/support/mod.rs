@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -82,13 +83,31 @@ impl Deployment {
 
     /// Runs `tack ARGS` in the deployment directory.
     pub fn tack(&self, args: &[&str]) -> Output {
-        let output = self.tack_command(args).output().expect("run tack");
-        Output {
+        self.tack_with_env(args, &[]).0
+    }
+
+    /// Runs `tack ARGS` with extra environment variables, such as the
+    /// fault injection switches of a debug build (`src/fault.rs`); returns
+    /// also the signal that killed tack, if one did (its exit code is then
+    /// -1).
+    pub fn tack_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> (Output, Option<i32>) {
+        let output = self
+            .tack_command(args)
+            .envs(vars.iter().copied())
+            .output()
+            .expect("run tack");
+        let printed = Output {
             args: args.join(" "),
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        };
+        (printed, output.status.signal())
+    }
+
+    /// The deployment directory, canonicalized as tack sees it.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
