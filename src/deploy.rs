@@ -322,10 +322,12 @@ fn removed(
     reporter: &Reporter,
     nodes: &mut Vec<NodeReport>,
 ) -> bool {
+    let configured: std::collections::HashSet<&str> =
+        graph.nodes.iter().map(|node| node.id.as_str()).collect();
     let gone: Vec<String> = state
         .nodes
         .keys()
-        .filter(|id| !graph.nodes.iter().any(|node| &node.id == *id))
+        .filter(|id| !configured.contains(id.as_str()))
         .cloned()
         .collect();
     let mut changed = false;
