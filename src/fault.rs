@@ -8,7 +8,9 @@
 //!   write (the temp file written, not yet renamed into place).
 //! * `TACK_TEST_DROP_INPUT=NAME`: leave inputs whose name starts with NAME
 //!   out of every key: a deliberately broken key, to show that the
-//!   differential test of incrementality catches a missed rerun.
+//!   differential test of incrementality catches a missed rerun (`after`
+//!   drops a step's dependencies; files are rewritten whenever their
+//!   output differs, whatever their key).
 
 #[cfg(debug_assertions)]
 mod enabled {

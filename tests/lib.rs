@@ -46,3 +46,8 @@ mod cache;
 /// write (first deploy and redeploy) converges on the next run, and never
 /// leaves a state that calls an unfinished node done.
 mod crash;
+
+/// Incrementality, differentially: after each generated edit an
+/// incremental deploy leaves `work/` as a deploy from scratch does and
+/// runs exactly the nodes whose output was not already on disk.
+mod incremental;
