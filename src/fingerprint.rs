@@ -44,7 +44,9 @@
 //!   environment, changes no key unless the value changed.
 //! * **The deployment's absolute path**, unless a template reads
 //!   `workdir`: then the rendered file really embeds it, and moving the
-//!   checkout must rewrite it.
+//!   checkout must rewrite it. Targets inside a work dir enter output
+//!   fingerprints by their path relative to it, so keys stay relocatable
+//!   and a shared cache can restore a step in another checkout.
 //! * **Timestamps.** Neither source mtimes nor deploy times are inputs;
 //!   editing a file and undoing the edit changes nothing.
 //! * **The tack version.** Keys are recomputed from inputs each run; a new
