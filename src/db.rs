@@ -44,7 +44,33 @@ pub struct Database {
     storage: salsa::Storage<Self>,
     root: PathBuf,
     files: Arc<Mutex<HashMap<String, SourceFile>>>,
+    /// The stat of each file taken just before it was read, so the fast
+    /// path can tell later whether what is on disk is what was read.
+    stats: Arc<Mutex<HashMap<String, Option<FileStat>>>>,
     executed: Option<Arc<Mutex<Vec<String>>>>,
+}
+
+/// Size, mtime, ctime and inode: a file whose stat is unchanged has the
+/// content it had (ctime cannot be set back by any user tool).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub ino: u64,
+}
+
+impl FileStat {
+    pub fn of(path: &Path) -> Option<FileStat> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileStat {
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+        })
+    }
 }
 
 impl Database {
@@ -53,6 +79,7 @@ impl Database {
             storage: salsa::Storage::default(),
             root: root.to_path_buf(),
             files: Arc::default(),
+            stats: Arc::default(),
             executed: None,
         }
     }
@@ -73,6 +100,7 @@ impl Database {
             storage,
             root: root.to_path_buf(),
             files: Arc::default(),
+            stats: Arc::default(),
             executed: Some(executed),
         }
     }
@@ -87,13 +115,13 @@ impl Database {
         names
     }
 
-    /// Every file read so far, with the content the queries saw (`None`
-    /// for a file found missing), by path.
-    pub fn sources(&self) -> Vec<(String, Option<Arc<[u8]>>)> {
-        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let mut sources: Vec<(String, Option<Arc<[u8]>>)> = files
+    /// Every file read so far, with its stat taken before it was read
+    /// (`None` for a file found missing), by path.
+    pub fn sources(&self) -> Vec<(String, Option<FileStat>)> {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sources: Vec<(String, Option<FileStat>)> = stats
             .iter()
-            .map(|(path, file)| (path.clone(), file.contents(self).clone()))
+            .map(|(path, stat)| (path.clone(), *stat))
             .collect();
         sources.sort_by(|a, b| a.0.cmp(&b.0));
         sources
@@ -123,8 +151,11 @@ impl Db for Database {
         if let Some(file) = files.get(path) {
             return *file;
         }
+        let stat = FileStat::of(&self.root.join(path));
         let file = SourceFile::new(self, path.to_string(), read(&self.root, path));
         files.insert(path.to_string(), file);
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.insert(path.to_string(), stat);
         file
     }
 }

@@ -79,6 +79,10 @@ pub struct HostReport {
     pub summary: Summary,
     pub seconds: f64,
     pub nodes: Vec<NodeReport>,
+    /// The state the host was left in (not after a dry run), for the
+    /// fast path's manifest.
+    #[serde(skip)]
+    pub state: Option<crate::state::State>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +116,7 @@ pub fn deploy_host(
     // of this one, even if nothing else changes.
     let interrupted = store.journal_exists();
     let (mut state, warnings) = store.load();
+    let phase = crate::timings::phase("load state", started);
     for warning in warnings {
         eprintln!("warning: {warning}");
     }
@@ -121,6 +126,7 @@ pub fn deploy_host(
         .par_iter()
         .map(|node| decide(node, state.nodes.get(&node.id), options.forced(node)))
         .collect();
+    let phase = crate::timings::phase("plan", phase);
 
     if options.dry_run {
         let mut nodes = Vec::new();
@@ -240,6 +246,7 @@ pub fn deploy_host(
         Ok(())
     };
     let outcomes = run_dag(&deps, &selected, options.jobs, &work);
+    let phase = crate::timings::phase("execute", phase);
 
     let mut durations = vec![None; graph.nodes.len()];
     let mut restored = vec![false; graph.nodes.len()];
@@ -309,7 +316,10 @@ pub fn deploy_host(
     if selected.contains(&true) || recorded || pruned || interrupted || !store.path().exists() {
         store.save(&state)?;
     }
-    Ok(finish(graph, reporter, nodes, false, started))
+    crate::timings::phase("save state", phase);
+    let mut report = finish(graph, reporter, nodes, false, started);
+    report.state = Some(state);
+    Ok(report)
 }
 
 /// Reports nodes deployed before and configured no more; with `--prune`
@@ -400,6 +410,7 @@ fn finish(
         summary,
         seconds: elapsed.as_secs_f64(),
         nodes,
+        state: None,
     }
 }
 

@@ -34,20 +34,21 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomically;
+use crate::db::FileStat;
 use crate::deploy::{HostReport, NodeReport};
 use crate::error::Result;
 use crate::graph::HostGraph;
 use crate::observe::{observed_from, python_version};
 use crate::process::Process;
 use crate::report::{Reporter, Summary};
-use crate::state::{NodeRecord, StateStore};
+use crate::state::{NodeRecord, State, StateStore};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
     build: String,
     root: PathBuf,
     host: Option<String>,
-    sources: Vec<(String, Option<Stat>)>,
+    sources: Vec<(String, Option<FileStat>)>,
     hosts: Vec<HostChecks>,
 }
 
@@ -77,26 +78,6 @@ enum Check {
     Nothing,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Stat {
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    ino: u64,
-}
-
-impl Stat {
-    fn of(path: &Path) -> Option<Stat> {
-        let meta = fs::metadata(path).ok()?;
-        Some(Stat {
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-            ino: meta.ino(),
-        })
-    }
-}
-
 fn manifest_path(root: &Path, environment: &str) -> PathBuf {
     root.join(".tack/state")
         .join(environment)
@@ -116,32 +97,29 @@ fn build_id() -> String {
     )
 }
 
-/// Records what a clean full deploy configured from. `sources` are the
-/// files the configure phase read, with the content it used.
+/// Records what a clean full deploy configured from: `sources` are the
+/// files the configure phase read with their stat from just before it read
+/// them, `states` the state each host was left in.
 pub fn remember(
     root: &Path,
     environment: &str,
     host: Option<&str>,
-    sources: &[(String, Option<Arc<[u8]>>)],
+    sources: &[(String, Option<FileStat>)],
     graphs: &[Arc<HostGraph>],
+    states: &[&State],
 ) -> Result<()> {
     let path = manifest_path(root, environment);
-    let stats: Option<Vec<(String, Option<Stat>)>> = sources
+    // A file whose stat moved since it was read changed while we deployed:
+    // no shortcut next time.
+    let unchanged = sources
         .par_iter()
-        .map(|(source, used)| {
-            let full = root.join(source);
-            let stat = Stat::of(&full);
-            // Changed while we deployed: no shortcut next time.
-            (fs::read(&full).ok().as_deref() == used.as_deref()).then(|| (source.clone(), stat))
-        })
-        .collect();
-    let Some(stats) = stats else {
+        .all(|(source, stat)| &FileStat::of(&root.join(source)) == stat);
+    if !unchanged {
         forget(root, environment);
         return Ok(());
-    };
+    }
     let mut hosts = Vec::new();
-    for graph in graphs {
-        let (state, _) = StateStore::new(root, environment, &graph.host).load();
+    for (graph, state) in graphs.iter().zip(states) {
         let configured = graph.nodes.len() == state.nodes.len();
         let mut nodes = Vec::with_capacity(graph.nodes.len());
         for node in &graph.nodes {
@@ -166,7 +144,7 @@ pub fn remember(
         build: build_id(),
         root: root.to_path_buf(),
         host: host.map(str::to_string),
-        sources: stats,
+        sources: sources.to_vec(),
         hosts,
     };
     let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
@@ -223,7 +201,7 @@ pub fn try_noop(
     let sources_unchanged = manifest
         .sources
         .par_iter()
-        .all(|(source, stat)| &Stat::of(&root.join(source)) == stat);
+        .all(|(source, stat)| &FileStat::of(&root.join(source)) == stat);
     if !sources_unchanged {
         return None;
     }
@@ -264,6 +242,7 @@ pub fn try_noop(
             summary,
             seconds: elapsed.as_secs_f64(),
             nodes,
+            state: None,
         });
     }
     Some(reports)

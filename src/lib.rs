@@ -31,6 +31,7 @@ pub mod runner;
 pub mod state;
 pub mod step_cache;
 pub mod template;
+pub mod timings;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -133,6 +134,7 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
         };
         Reporter::new(options.explain, prefix, &options.root, json)
     };
+    let started = std::time::Instant::now();
     let quick = options.force.is_empty() && !options.prune && !options.diff;
     let noop = quick
         .then(|| {
@@ -146,7 +148,10 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
         })
         .flatten();
     let reports = match noop {
-        Some(reports) => reports,
+        Some(reports) => {
+            timings::phase("fast path (nothing to do)", started);
+            reports
+        }
         None => deploy_configured(target, options, &reporter_for)?,
     };
     if json {
@@ -174,7 +179,9 @@ fn deploy_configured(
     options: &Options,
     reporter_for: &dyn Fn(&str, bool) -> Reporter,
 ) -> Result<Vec<HostReport>> {
+    let started = std::time::Instant::now();
     let configured = configure_all(target)?;
+    let started = timings::phase("configure", started);
     // Taken after configuring, so a configuration error writes nothing.
     let _lock = if options.dry_run {
         None
@@ -191,6 +198,7 @@ fn deploy_configured(
         let reporter = reporter_for(&graph.host, several);
         reports.push(deploy_host(graph, options, &reporter)?);
     }
+    let started = timings::phase("deploy", started);
     let clean = reports
         .iter()
         .all(|r| r.summary.failed == 0 && r.summary.skipped == 0);
@@ -201,7 +209,12 @@ fn deploy_configured(
             target.host.as_deref(),
             &configured.sources,
             &configured.graphs,
+            &reports
+                .iter()
+                .filter_map(|r| r.state.as_ref())
+                .collect::<Vec<_>>(),
         )?;
+        timings::phase("manifest", started);
     }
     Ok(reports)
 }
@@ -212,7 +225,7 @@ fn deploy_configured(
 /// What configuring produced, and the files it was produced from.
 struct Configured {
     graphs: Vec<Arc<HostGraph>>,
-    sources: Vec<(String, Option<Arc<[u8]>>)>,
+    sources: Vec<(String, Option<db::FileStat>)>,
 }
 
 fn configure_all(target: &Target) -> Result<Configured> {

@@ -32,7 +32,7 @@ const SERVICE_TIMEOUT_SECS: u64 = 60;
 pub struct NodeBuilder<'a> {
     pub db: &'a dyn Db,
     pub def: &'a ComponentDef,
-    pub context: &'a TemplateContext,
+    pub context: &'a Arc<TemplateContext>,
     pub workdir: PathBuf,
     pub work_dir_setting: &'a str,
 }

@@ -8,6 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::sync::{Arc, Mutex};
+
+use minijinja::value::Object;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
 use crate::error::{ConfigError, Location};
@@ -47,31 +50,24 @@ pub struct Rendered {
 const FUEL: u64 = 50_000_000;
 
 impl TemplateContext {
-    fn to_value(&self) -> Value {
-        let map: BTreeMap<&str, Value> = self
-            .vars
-            .iter()
-            .map(|(name, var)| {
-                let value = match var {
-                    ContextVar::Text(input) => Value::from(input.value.clone()),
-                    ContextVar::Records(records) => Value::from(
-                        records
+    /// The template value of one variable.
+    fn value_of(&self, name: &str) -> Option<Value> {
+        Some(match self.vars.get(name)? {
+            ContextVar::Text(input) => Value::from(input.value.clone()),
+            ContextVar::Records(records) => Value::from(
+                records
+                    .iter()
+                    .map(|record| {
+                        let fields: BTreeMap<&str, &str> = record
+                            .fields
                             .iter()
-                            .map(|record| {
-                                let fields: BTreeMap<&str, &str> = record
-                                    .fields
-                                    .iter()
-                                    .map(|(k, v)| (k.as_str(), v.value.as_str()))
-                                    .collect();
-                                Value::from_serialize(fields)
-                            })
-                            .collect::<Vec<_>>(),
-                    ),
-                };
-                (name.as_str(), value)
-            })
-            .collect();
-        Value::from_serialize(map)
+                            .map(|(k, v)| (k.as_str(), v.value.as_str()))
+                            .collect();
+                        Value::from_serialize(fields)
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        })
     }
 
     /// The named inputs behind the variables in `used`.
@@ -102,30 +98,61 @@ impl TemplateContext {
     }
 }
 
+/// The root of a template's context: hands out variables on demand and
+/// notes each name the template looked up. A template's output is a
+/// function of the values it looked up, so those, and only those, are the
+/// inputs of what it renders (a variable in a branch not taken is not).
+#[derive(Debug)]
+struct Tracked {
+    context: Arc<TemplateContext>,
+    used: Mutex<BTreeSet<String>>,
+}
+
+impl Object for Tracked {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let name = key.as_str()?;
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+        self.context.value_of(name)
+    }
+}
+
+thread_local! {
+    /// One environment per thread: building one per template would cost
+    /// more than most templates take to render.
+    static ENVIRONMENT: Environment<'static> = {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.set_keep_trailing_newline(true);
+        env.set_fuel(Some(FUEL));
+        env
+    };
+}
+
 /// Renders `source`. `origin` is where the template text lives: a source
 /// file, or the config key holding inline text; errors point there.
 pub fn render(
     source: &str,
     origin: &Location,
-    context: &TemplateContext,
+    context: &Arc<TemplateContext>,
 ) -> Result<Rendered, ConfigError> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|_| AutoEscape::None);
-    env.set_keep_trailing_newline(true);
-    env.set_fuel(Some(FUEL));
-    let name = origin.file.clone();
-    let template = env
-        .template_from_named_str(&name, source)
-        .map_err(|error| template_error(&error, origin, context, &BTreeSet::new()))?;
-    let used: BTreeSet<String> = template.undeclared_variables(false).into_iter().collect();
-    let text = template
-        .render(context.to_value())
-        .map_err(|error| template_error(&error, origin, context, &used))?;
-    Ok(Rendered {
-        text,
-        inputs: context.inputs_for(&used),
-    })
+    let tracked = Arc::new(Tracked {
+        context: context.clone(),
+        used: Mutex::default(),
+    });
+    let root = Value::from_dyn_object(tracked.clone());
+    let result = ENVIRONMENT.with(|env| env.render_named_str(&origin.file, source, root));
+    let used = std::mem::take(&mut *tracked.used.lock().unwrap_or_else(|e| e.into_inner()));
+    match result {
+        Ok(text) => Ok(Rendered {
+            text,
+            inputs: context.inputs_for(&used),
+        }),
+        Err(error) => Err(template_error(&error, origin, context, &used)),
+    }
 }
 
 fn template_error(
@@ -177,7 +204,7 @@ fn template_error(
 mod tests {
     use super::*;
 
-    fn context() -> TemplateContext {
+    fn context() -> Arc<TemplateContext> {
         let mut vars = BTreeMap::new();
         vars.insert("priority".into(), ContextVar::Text(Input::plain("10")));
         vars.insert("unused".into(), ContextVar::Text(Input::plain("x")));
@@ -191,7 +218,7 @@ mod tests {
                 fields,
             }]),
         );
-        TemplateContext { vars }
+        Arc::new(TemplateContext { vars })
     }
 
     #[test]
@@ -243,9 +270,10 @@ mod tests {
 
     #[test]
     fn html_is_not_escaped() {
-        let mut ctx = context();
+        let mut ctx = (*context()).clone();
         ctx.vars
             .insert("v".into(), ContextVar::Text(Input::plain("<a & b>")));
+        let ctx = Arc::new(ctx);
         let rendered = render("{{ v }}", &Location::file("x.html"), &ctx).unwrap();
         assert_eq!(rendered.text, "<a & b>");
     }
