@@ -201,16 +201,7 @@ impl ComponentDef {
 
     fn read_section(&mut self, section: &IniSection) -> Result<(), ConfigError> {
         let location = section.location(&self.file);
-        let fields = || -> BTreeMap<String, Sourced> {
-            section
-                .entries
-                .iter()
-                .map(|entry| {
-                    let at = location.key(&entry.key, entry.line);
-                    (entry.key.clone(), Sourced::new(entry.value.clone(), at))
-                })
-                .collect()
-        };
+        let fields = || -> BTreeMap<String, Sourced> { section.sourced(&self.file) };
         let (kind, argument) = match section.name.split_once(':') {
             Some((kind, argument)) => (kind.trim(), Some(argument.trim())),
             None => (section.name.trim(), None),
@@ -238,14 +229,7 @@ impl ComponentDef {
                         format!("`{key}` is provided twice"),
                     ));
                 }
-                let fields = section
-                    .entries
-                    .iter()
-                    .map(|entry| {
-                        let at = location.key(&entry.key, entry.line);
-                        (entry.key.clone(), Sourced::new(entry.value.clone(), at))
-                    })
-                    .collect();
+                let fields = section.sourced(&self.file);
                 self.provides.push(ProvideDef {
                     key: key.to_string(),
                     location,

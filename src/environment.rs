@@ -68,14 +68,7 @@ impl EnvironmentDef {
                             format!("`{component}` is not a valid component name"),
                         ));
                     }
-                    let values = section
-                        .entries
-                        .iter()
-                        .map(|entry| {
-                            let at = location.key(&entry.key, entry.line);
-                            (entry.key.clone(), Sourced::new(entry.value.clone(), at))
-                        })
-                        .collect();
+                    let values = section.sourced(file);
                     env.overrides.insert(
                         component.to_string(),
                         Overrides {

@@ -12,6 +12,7 @@
 //! file format built on top.
 
 use crate::error::{ConfigError, Location};
+use crate::provenance::Sourced;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct IniDocument {
@@ -40,6 +41,18 @@ impl IniSection {
 
     pub fn get(&self, key: &str) -> Option<&IniEntry> {
         self.entries.iter().find(|entry| entry.key == key)
+    }
+
+    /// Every entry as a value that knows its file, section, key and line.
+    pub fn sourced<C: FromIterator<(String, Sourced)>>(&self, file: &str) -> C {
+        let location = self.location(file);
+        self.entries
+            .iter()
+            .map(|entry| {
+                let at = location.key(&entry.key, entry.line);
+                (entry.key.clone(), Sourced::new(entry.value.clone(), at))
+            })
+            .collect()
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::support::Deployment;
+use crate::support::{files_under, Deployment};
 
 /// A deployment whose one step is "expensive": it appends to `counter`
 /// (outside every checkout) and produces `out/artifact`.
@@ -82,7 +82,10 @@ fn a_corrupt_blob_is_reported_and_costs_a_rerun_not_a_wrong_file() {
 
     // Overwrite every blob with garbage of the same length.
     let mut corrupted = 0;
-    for entry in walk(&cache.join("v1/blobs")) {
+    for entry in files_under(&cache.join("v1/blobs"))
+        .into_iter()
+        .filter(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'))
+    {
         let len = std::fs::metadata(&entry).unwrap().len() as usize;
         let mut perms = std::fs::metadata(&entry).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
@@ -135,17 +138,4 @@ fn two_deploys_share_one_cache_at_the_same_time() {
         .tack(&["cache", "stats", "--cache-dir", cache.to_str().unwrap()])
         .success();
     assert!(stats.stdout.contains("1 action records"), "{stats}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else if !entry.file_name().to_string_lossy().starts_with('.') {
-            files.push(path);
-        }
-    }
-    files
 }

@@ -2,7 +2,7 @@
 //! tack waits for the first and says for whom it waits, and a lock left by
 //! a dead tack is taken over.
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::Deployment;
@@ -19,11 +19,11 @@ fn slow_deployment() -> Deployment {
         )
 }
 
-#[test]
-fn a_second_tack_waits_for_the_first_and_both_succeed() {
+/// A deployment and a tack deploying it that holds the lock until
+/// `release` is written.
+fn holding_the_lock() -> (Deployment, Child) {
     let deployment = slow_deployment();
-    let tack = env!("CARGO_BIN_EXE_tack");
-    let mut first = Command::new(tack)
+    let first = Command::new(env!("CARGO_BIN_EXE_tack"))
         .args(["local", "dev"])
         .current_dir(deployment.path(""))
         .stdout(Stdio::null())
@@ -37,6 +37,13 @@ fn a_second_tack_waits_for_the_first_and_both_succeed() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    (deployment, first)
+}
+
+#[test]
+fn a_second_tack_waits_for_the_first_and_both_succeed() {
+    let (deployment, mut first) = holding_the_lock();
+    let tack = env!("CARGO_BIN_EXE_tack");
     let second = Command::new(tack)
         .args(["local", "dev", "--force", "slow"])
         .current_dir(deployment.path(""))
@@ -63,22 +70,7 @@ fn a_second_tack_waits_for_the_first_and_both_succeed() {
 
 #[test]
 fn lock_timeout_gives_up_with_a_clear_error() {
-    let deployment = slow_deployment();
-    let tack = env!("CARGO_BIN_EXE_tack");
-    let mut first = Command::new(tack)
-        .args(["local", "dev"])
-        .current_dir(deployment.path(""))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !deployment.exists("started") {
-        assert!(
-            Instant::now() < deadline,
-            "the first tack never started its step"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (deployment, mut first) = holding_the_lock();
     let second = deployment.tack(&["local", "dev", "--lock-timeout", "0"]);
     deployment.write("release", "");
     assert!(first.wait().unwrap().success());

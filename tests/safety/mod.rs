@@ -2,7 +2,7 @@
 //! work dir, remove anything it did not make, or let a sensitive value out;
 //! and what it reports about nodes that are no longer configured.
 
-use crate::support::Deployment;
+use crate::support::{files_under, Deployment};
 
 fn app(extra: &str) -> Deployment {
     Deployment::new()
@@ -236,7 +236,7 @@ fn a_secret_never_appears_in_output_or_state() {
             !seen.contains(secret),
             "`{secret}` leaked into the output\n{seen}"
         );
-        for file in walk(&deployment.path(".tack")) {
+        for file in files_under(&deployment.path(".tack")) {
             let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
             assert!(
                 !text.contains(secret),
@@ -245,17 +245,4 @@ fn a_secret_never_appears_in_output_or_state() {
             );
         }
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }

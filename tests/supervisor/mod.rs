@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{set, Deployment, Output};
-use crate::tutorial::{alive, processes_running_from, running_pid, signal, wait_until};
+use crate::tutorial::{alive, running_pid, stop_everything, wait_until};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -29,24 +29,7 @@ impl Drop for Stop {
     fn drop(&mut self) {
         let work = self.root.join("work/supervisor");
         let ctl = work.join(".venv/bin/supervisorctl");
-        if ctl.exists() {
-            let _ = Command::new(ctl)
-                .args(["-c", "etc/supervisord.conf", "shutdown"])
-                .current_dir(&work)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        let pid = fs::read_to_string(work.join("var/supervisord.pid"))
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok());
-        if let Some(pid) = pid {
-            wait_until(PATIENCE, || !alive(pid));
-        }
-        for pid in processes_running_from(&self.root) {
-            signal(pid, "KILL");
-        }
+        stop_everything(&self.root, &work, &ctl, &["-c", "etc/supervisord.conf"]);
     }
 }
 

@@ -379,3 +379,17 @@ fn unindent_keeps_continuation_lines() {
     );
     assert_eq!(unindent("x = 1\n"), "x = 1\n");
 }
+
+/// Every file (and symlink) below `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -200,24 +200,31 @@ struct Processes {
 impl Drop for Processes {
     fn drop(&mut self) {
         let ctl = self.supervisor.join("bin/supervisorctl");
-        if ctl.exists() {
-            let _ = Command::new(&ctl)
-                .arg("shutdown")
-                .current_dir(&self.supervisor)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        let pid = fs::read_to_string(self.supervisor.join("var/supervisord.pid"))
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok());
-        if let Some(pid) = pid {
-            wait_until(PATIENCE, || !alive(pid));
-        }
-        for pid in processes_running_from(&self.root) {
-            signal(pid, "KILL");
-        }
+        stop_everything(&self.root, &self.supervisor, &ctl, &[]);
+    }
+}
+
+/// Stops supervisord running from `work` with `ctl ARGS shutdown`, waits
+/// for it, then kills by force anything still running from `root`.
+pub(crate) fn stop_everything(root: &Path, work: &Path, ctl: &Path, args: &[&str]) {
+    if ctl.exists() {
+        let _ = Command::new(ctl)
+            .args(args)
+            .arg("shutdown")
+            .current_dir(work)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let pid = fs::read_to_string(work.join("var/supervisord.pid"))
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    if let Some(pid) = pid {
+        wait_until(PATIENCE, || !alive(pid));
+    }
+    for pid in processes_running_from(root) {
+        signal(pid, "KILL");
     }
 }
 
