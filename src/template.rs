@@ -128,8 +128,40 @@ thread_local! {
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_keep_trailing_newline(true);
         env.set_fuel(Some(FUEL));
+        env.add_filter("format", bounded_format);
         env
     };
+}
+
+/// The widest field a `format` filter may pad to: `"%999999999s"|format`
+/// would otherwise allocate gigabytes from one line of template.
+const MAX_FORMAT_WIDTH: u64 = 10_000;
+
+/// minijinja's `format` filter, refusing absurd widths and precisions.
+fn bounded_format(
+    state: &minijinja::State,
+    format: &Value,
+    args: minijinja::value::Rest<Value>,
+) -> Result<Value, minijinja::Error> {
+    if let Some(text) = format.as_str() {
+        let widest = text
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|digits| {
+                digits
+                    .parse::<u64>()
+                    .ok()
+                    .or((!digits.is_empty()).then_some(u64::MAX))
+            })
+            .max()
+            .unwrap_or(0);
+        if widest > MAX_FORMAT_WIDTH {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("format width or precision above {MAX_FORMAT_WIDTH}"),
+            ));
+        }
+    }
+    minijinja::filters::format(state, format, args)
 }
 
 /// Renders `source`. `origin` is where the template text lives: a source
@@ -266,6 +298,24 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.location.line, Some(2));
         assert!(err.message.starts_with("template syntax error"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_format_width_is_an_error_not_an_allocation() {
+        let err = render(
+            "{{ \"%999999999s\"|format(host) }}",
+            &Location::file("t"),
+            &context(),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("format width"), "{err}");
+        let ok = render(
+            "{{ \"%5s|\"|format(\"ab\") }}",
+            &Location::file("t"),
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(ok.text, "   ab|");
     }
 
     #[test]
