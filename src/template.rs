@@ -133,6 +133,71 @@ thread_local! {
     };
 }
 
+/// How long one template may render. Fuel bounds template instructions,
+/// but one builtin can still loop for hours (`() * 99999999999` iterates
+/// that many times to produce nothing); a watchdog ends such a run with an
+/// error naming the template. Configuring comes before anything is
+/// written, so stopping there leaves the host untouched. 20 s by default,
+/// `TACK_RENDER_TIMEOUT=SECONDS` to change.
+fn render_limit() -> std::time::Duration {
+    static LIMIT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let seconds = std::env::var("TACK_RENDER_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok());
+        std::time::Duration::from_secs(seconds.unwrap_or(20))
+    })
+}
+
+type Renders = std::collections::HashMap<std::thread::ThreadId, (std::time::Instant, String)>;
+
+/// Templates being rendered, by thread, with when they started.
+static RENDERING: std::sync::LazyLock<Mutex<Renders>> = std::sync::LazyLock::new(|| {
+    std::thread::Builder::new()
+        .name("template watchdog".into())
+        .spawn(watchdog)
+        .ok();
+    Mutex::default()
+});
+
+fn watchdog() {
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let rendering = RENDERING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, origin)) = rendering
+            .values()
+            .find(|(started, _)| started.elapsed() > render_limit())
+        {
+            eprintln!(
+                "error: {origin}: template did not finish rendering within {}s (a runaway loop?); nothing was changed",
+                render_limit().as_secs()
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Registers a render with the watchdog for as long as it lives.
+struct Watched;
+
+impl Watched {
+    fn start(origin: &Location) -> Watched {
+        let mut rendering = RENDERING.lock().unwrap_or_else(|e| e.into_inner());
+        rendering.insert(
+            std::thread::current().id(),
+            (std::time::Instant::now(), origin.to_string()),
+        );
+        Watched
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let mut rendering = RENDERING.lock().unwrap_or_else(|e| e.into_inner());
+        rendering.remove(&std::thread::current().id());
+    }
+}
+
 /// The widest field a `format` filter may pad to: `"%999999999s"|format`
 /// would otherwise allocate gigabytes from one line of template.
 const MAX_FORMAT_WIDTH: u64 = 10_000;
@@ -176,6 +241,7 @@ pub fn render(
         used: Mutex::default(),
     });
     let root = Value::from_dyn_object(tracked.clone());
+    let _watched = Watched::start(origin);
     let result = ENVIRONMENT.with(|env| env.render_named_str(&origin.file, source, root));
     let used = std::mem::take(&mut *tracked.used.lock().unwrap_or_else(|e| e.into_inner()));
     match result {

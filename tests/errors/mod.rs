@@ -329,3 +329,20 @@ fn bad_edit_after_a_deploy_changes_nothing() {
     assert_eq!(before.changed(&d.snapshot()), set(&[]));
     assert!(!before.is_empty());
 }
+
+/// A template that loops inside one builtin (fuel does not see it) is
+/// stopped by the watchdog with an error naming it, and nothing is written.
+#[test]
+fn a_runaway_template_is_stopped_with_an_error() {
+    let deployment = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component("app", "[file:x.txt]\ncontent = {{ () * 99999999999 }}\n");
+    let (output, _) = deployment.tack_with_env(&["local", "dev"], &[("TACK_RENDER_TIMEOUT", "1")]);
+    assert_eq!(output.code, 2, "{output}");
+    assert!(
+        output.stderr.contains("components/app/component.cfg:2 [file:x.txt] content: template did not finish rendering within 1s"),
+        "{output}"
+    );
+    assert!(!deployment.exists("work"), "nothing is written");
+    assert!(!deployment.exists(".tack"), "nothing is written");
+}
