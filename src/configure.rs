@@ -159,32 +159,31 @@ pub fn wiring(db: &dyn Db, deployment: Deployment) -> Result<Arc<Wiring>, Vec<Co
         return Err(errors);
     }
 
+    // Each key's providers, found once: looking them up per requirer would
+    // make wiring quadratic in the number of components.
+    let mut providing: BTreeMap<&str, BTreeSet<&Placement>> = BTreeMap::new();
+    for placement in &wiring.placements {
+        for provide in &defs[&placement.component].provides {
+            providing
+                .entry(provide.key.as_str())
+                .or_default()
+                .insert(placement);
+        }
+    }
     for requirer in &wiring.placements {
         for require in &defs[&requirer.component].requires {
-            let providers: Vec<Placement> = wiring
-                .placements
-                .iter()
-                .filter(|p| require.scope == Scope::Environment || p.host == requirer.host)
-                .filter(|p| {
-                    defs[&p.component]
-                        .provides
-                        .iter()
-                        .any(|d| d.key == require.key)
-                })
-                .cloned()
-                .collect::<BTreeSet<_>>()
+            let providers: Vec<Placement> = providing
+                .get(require.key.as_str())
                 .into_iter()
+                .flatten()
+                .filter(|p| require.scope == Scope::Environment || p.host == requirer.host)
+                .map(|p| (*p).clone())
                 .collect();
             if providers.is_empty() {
-                let elsewhere: Vec<String> = wiring
-                    .placements
-                    .iter()
-                    .filter(|p| {
-                        defs[&p.component]
-                            .provides
-                            .iter()
-                            .any(|d| d.key == require.key)
-                    })
+                let elsewhere: Vec<String> = providing
+                    .get(require.key.as_str())
+                    .into_iter()
+                    .flatten()
                     .map(|p| format!("{} on {}", p.component, p.host))
                     .collect();
                 let hint = if elsewhere.is_empty() {
@@ -248,6 +247,19 @@ pub fn wiring(db: &dyn Db, deployment: Deployment) -> Result<Arc<Wiring>, Vec<Co
     Ok(Arc::new(wiring))
 }
 
+impl Wiring {
+    /// Every placement `requirer` requires from, over all its keys.
+    pub fn providers_of<'a>(
+        &'a self,
+        requirer: &'a Placement,
+    ) -> impl Iterator<Item = &'a Placement> + 'a {
+        self.providers
+            .range((requirer.clone(), String::new())..)
+            .take_while(move |((r, _), _)| r == requirer)
+            .flat_map(|(_, providers)| providers.iter())
+    }
+}
+
 /// A placement path `a -> b -> ... -> a` if requirements loop.
 fn find_cycle(wiring: &Wiring) -> Option<Vec<Placement>> {
     fn visit(
@@ -265,14 +277,9 @@ fn find_cycle(wiring: &Wiring) -> Option<Vec<Placement>> {
             return None;
         }
         stack.push(node.clone());
-        for ((requirer, _), providers) in &wiring.providers {
-            if requirer != node {
-                continue;
-            }
-            for provider in providers {
-                if let Some(cycle) = visit(wiring, provider, stack, done) {
-                    return Some(cycle);
-                }
+        for provider in wiring.providers_of(node) {
+            if let Some(cycle) = visit(wiring, provider, stack, done) {
+                return Some(cycle);
             }
         }
         stack.pop();
@@ -291,26 +298,29 @@ fn find_cycle(wiring: &Wiring) -> Option<Vec<Placement>> {
 /// The components of `host`, each after the ones on the same host it
 /// requires from, otherwise in the order written.
 fn order_components(wiring: &Wiring, host: &str, listed: &[String]) -> Vec<String> {
-    let mut ordered: Vec<String> = Vec::new();
-    fn place(wiring: &Wiring, host: &str, name: &str, ordered: &mut Vec<String>) {
-        if ordered.iter().any(|done| done == name) {
+    fn place(
+        wiring: &Wiring,
+        host: &str,
+        name: &str,
+        placed: &mut BTreeSet<String>,
+        ordered: &mut Vec<String>,
+    ) {
+        if !placed.insert(name.to_string()) {
             return;
         }
         let me = Placement {
             host: host.to_string(),
             component: name.to_string(),
         };
-        for ((requirer, _), providers) in &wiring.providers {
-            if requirer == &me {
-                for provider in providers.iter().filter(|p| p.host == host) {
-                    place(wiring, host, &provider.component, ordered);
-                }
-            }
+        for provider in wiring.providers_of(&me).filter(|p| p.host == host) {
+            place(wiring, host, &provider.component, placed, ordered);
         }
         ordered.push(name.to_string());
     }
+    let mut ordered = Vec::new();
+    let mut placed = BTreeSet::new();
     for name in listed {
-        place(wiring, host, name, &mut ordered);
+        place(wiring, host, name, &mut placed, &mut ordered);
     }
     ordered
 }
@@ -522,10 +532,7 @@ pub fn host_graph(
             component: component.clone(),
         };
         let providers: BTreeSet<String> = wiring
-            .providers
-            .iter()
-            .filter(|((requirer, _), _)| requirer == &me)
-            .flat_map(|(_, providers)| providers.iter())
+            .providers_of(&me)
             .filter(|provider| provider.host == host)
             .map(|provider| provider.component.clone())
             .collect();
