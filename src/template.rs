@@ -129,6 +129,7 @@ thread_local! {
         env.set_keep_trailing_newline(true);
         env.set_fuel(Some(FUEL));
         env.add_filter("format", bounded_format);
+        env.add_filter("indent", bounded_indent);
         env
     };
 }
@@ -198,6 +199,101 @@ impl Drop for Watched {
     }
 }
 
+thread_local! {
+    static IN_ENGINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While alive, a panic on this thread is caught by [`render`] and turned
+/// into a template error, so the panic hook stays quiet about it.
+struct QuietPanics;
+
+impl QuietPanics {
+    fn start() -> QuietPanics {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !IN_ENGINE.with(std::cell::Cell::get) {
+                    previous(info);
+                }
+            }));
+        });
+        IN_ENGINE.with(|flag| flag.set(true));
+        QuietPanics
+    }
+}
+
+impl Drop for QuietPanics {
+    fn drop(&mut self) {
+        IN_ENGINE.with(|flag| flag.set(false));
+    }
+}
+
+/// The most text one template may render: far above any config file, far
+/// below what would take a host's memory.
+const MAX_OUTPUT: usize = 64 << 20;
+
+/// A buffer that refuses to grow past [`MAX_OUTPUT`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + bytes.len() > MAX_OUTPUT {
+            return Err(std::io::Error::other(format!(
+                "rendered text is larger than {} MiB",
+                MAX_OUTPUT >> 20
+            )));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Jinja's `indent` (`width`, `first`, `blank`, positional or by name),
+/// refusing absurd widths like `format` does.
+fn bounded_indent(
+    value: String,
+    width: Option<usize>,
+    first: Option<bool>,
+    blank: Option<bool>,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<String, minijinja::Error> {
+    let width = match width {
+        Some(width) => width,
+        None => kwargs.get::<Option<usize>>("width")?.unwrap_or(4),
+    };
+    let first = first
+        .map_or_else(|| kwargs.get::<Option<bool>>("first"), |v| Ok(Some(v)))?
+        .unwrap_or(false);
+    let blank = blank
+        .map_or_else(|| kwargs.get::<Option<bool>>("blank"), |v| Ok(Some(v)))?
+        .unwrap_or(false);
+    kwargs.assert_all_used()?;
+    if width as u64 > MAX_FORMAT_WIDTH {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("indent width above {MAX_FORMAT_WIDTH}"),
+        ));
+    }
+    let text = value.strip_suffix('\n').unwrap_or(&value);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    let pad = " ".repeat(width);
+    let mut output = String::new();
+    for (index, line) in text.split('\n').enumerate() {
+        let indented = (index > 0 || first) && (!line.is_empty() || blank);
+        if indented {
+            output.push_str(&pad);
+        }
+        output.push_str(line);
+        output.push('\n');
+    }
+    Ok(output)
+}
+
 /// The widest field a `format` filter may pad to: `"%999999999s"|format`
 /// would otherwise allocate gigabytes from one line of template.
 const MAX_FORMAT_WIDTH: u64 = 10_000;
@@ -242,7 +338,28 @@ pub fn render(
     });
     let root = Value::from_dyn_object(tracked.clone());
     let _watched = Watched::start(origin);
-    let result = ENVIRONMENT.with(|env| env.render_named_str(&origin.file, source, root));
+    let result = ENVIRONMENT.with(|env| {
+        // A panic inside the template engine (minijinja 2 has a few on
+        // absurd arithmetic) is an error of this template, not a crash.
+        let _quiet = QuietPanics::start();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let template = env.template_from_named_str(&origin.file, source)?;
+            let mut output = Capped(Vec::new());
+            template.render_captured_to(root, &mut output)?;
+            Ok(String::from_utf8_lossy(&output.0).into_owned())
+        }))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("the template engine gave up: {why}"),
+            ))
+        })
+    });
     let used = std::mem::take(&mut *tracked.used.lock().unwrap_or_else(|e| e.into_inner()));
     match result {
         Ok(text) => Ok(Rendered {
@@ -286,6 +403,10 @@ fn template_error(
                 )
             }
         }
+        minijinja::ErrorKind::WriteFailure => format!(
+            "template error: the rendered text is larger than {} MiB",
+            MAX_OUTPUT >> 20
+        ),
         minijinja::ErrorKind::SyntaxError => format!(
             "template syntax error: {}",
             error.detail().unwrap_or("invalid syntax")
@@ -382,6 +503,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.text, "   ab|");
+    }
+
+    #[test]
+    fn the_engine_s_own_limits_are_errors() {
+        let at = Location::file("t");
+        for (template, why) in [
+            (
+                "{{ [1, 2, 3] * 9223372036854775807 }}",
+                "the template engine gave up",
+            ),
+            (
+                "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}",
+                "larger than",
+            ),
+            ("{{ 'x'|indent(3000000000) }}", "indent width"),
+        ] {
+            let err = render(template, &at, &context()).unwrap_err();
+            assert!(err.message.contains(why), "{template}: {err}");
+        }
+        let ok = render(
+            "{{ 'a\nb'|indent(2) }}|{{ 'a\n\nb'|indent(width=1, first=true) }}",
+            &at,
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(ok.text, "a\n  b\n| a\n\n b\n");
     }
 
     #[test]
