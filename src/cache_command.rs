@@ -17,6 +17,11 @@ pub fn cache_dir(explicit: Option<&Path>, root: &Path) -> PathBuf {
 
 pub fn run(args: &CacheArgs) -> Result<()> {
     let dir = cache_dir(args.cache_dir.as_deref(), &args.dir);
+    let reads_only = !matches!(args.command, CacheCommand::Import { .. });
+    if reads_only && !dir.exists() {
+        println!("{}: no cache here yet", dir.display());
+        return Ok(());
+    }
     let store = Store::open(&dir)
         .map_err(|error| Error::Usage(format!("cannot open the cache: {error}")))?;
     let failed = |error: cache::Error| Error::Usage(format!("cache `{}`: {error}", dir.display()));
