@@ -99,12 +99,6 @@ pub struct NodeReport {
     pub error: Option<String>,
 }
 
-impl HostReport {
-    pub fn failed(&self) -> bool {
-        self.summary.failed > 0
-    }
-}
-
 pub fn deploy_host(
     graph: &HostGraph,
     options: &Options,
