@@ -171,6 +171,9 @@ pub struct RequireDef {
     pub key: String,
     pub location: Location,
     pub scope: Scope,
+    /// `one = true`: exactly one provider, seen by templates as one map
+    /// rather than a list (batou's `require_one`).
+    pub one: bool,
 }
 
 const SECTION_KINDS: &str =
@@ -239,6 +242,7 @@ impl ComponentDef {
             ("require", Some(key)) => {
                 check_key_name(key, &location)?;
                 let mut scope = Scope::Host;
+                let mut one = false;
                 for entry in &section.entries {
                     let at = location.key(&entry.key, entry.line);
                     match (entry.key.as_str(), entry.value.as_str()) {
@@ -252,10 +256,14 @@ impl ComponentDef {
                                 ),
                             ))
                         }
-                        (other, _) => return Err(unknown_key(at, other, &["scope"])),
+                        ("one", _) => {
+                            one = parse_bool(&Sourced::new(entry.value.clone(), at))?;
+                        }
+                        (other, _) => return Err(unknown_key(at, other, &["scope", "one"])),
                     }
                 }
                 self.requires.push(RequireDef {
+                    one,
                     key: key.to_string(),
                     location,
                     scope,

@@ -203,6 +203,23 @@ pub fn wiring(db: &dyn Db, deployment: Deployment) -> Result<Arc<Wiring>, Vec<Co
                 ));
                 continue;
             }
+            if require.one && providers.len() > 1 {
+                let names: Vec<String> = providers
+                    .iter()
+                    .map(|p| format!("{} ({})", p.component, defs[&p.component].file))
+                    .collect();
+                errors.push(ConfigError::new(
+                    require.location.clone(),
+                    format!(
+                        "`{}` requires one `{}`, but {} provide it: {}",
+                        requirer.component,
+                        require.key,
+                        providers.len(),
+                        names.join(", ")
+                    ),
+                ));
+                continue;
+            }
             wiring
                 .providers
                 .insert((requirer.clone(), require.key.clone()), providers);
@@ -387,7 +404,14 @@ pub fn template_context(
                 });
             }
         }
-        vars.insert(require.key.clone(), ContextVar::Records(records));
+        let var = match (require.one, records.pop()) {
+            (true, Some(record)) => ContextVar::Record(record),
+            (_, last) => {
+                records.extend(last);
+                ContextVar::Records(records)
+            }
+        };
+        vars.insert(require.key.clone(), var);
     }
     Ok(Arc::new(TemplateContext { vars }))
 }

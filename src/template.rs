@@ -27,6 +27,8 @@ pub struct TemplateContext {
 pub enum ContextVar {
     Text(Input),
     Records(Vec<ProvidedRecord>),
+    /// A key required with `one = true`: its single provider's fields.
+    Record(ProvidedRecord),
 }
 
 /// The values one component provided for a key, as a requirer sees them.
@@ -54,19 +56,10 @@ impl TemplateContext {
     fn value_of(&self, name: &str) -> Option<Value> {
         Some(match self.vars.get(name)? {
             ContextVar::Text(input) => Value::from(input.value.clone()),
-            ContextVar::Records(records) => Value::from(
-                records
-                    .iter()
-                    .map(|record| {
-                        let fields: BTreeMap<&str, &str> = record
-                            .fields
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.value.as_str()))
-                            .collect();
-                        Value::from_serialize(fields)
-                    })
-                    .collect::<Vec<_>>(),
-            ),
+            ContextVar::Records(records) => {
+                Value::from(records.iter().map(record_value).collect::<Vec<_>>())
+            }
+            ContextVar::Record(record) => record_value(record),
         })
     }
 
@@ -77,6 +70,13 @@ impl TemplateContext {
             match self.vars.get(name) {
                 Some(ContextVar::Text(input)) => {
                     inputs.insert(format!("var {name}"), input.clone());
+                }
+                Some(ContextVar::Record(record)) => {
+                    for (field, input) in &record.fields {
+                        let label =
+                            format!("var {name}[{}/{}].{field}", record.host, record.component);
+                        inputs.insert(label, input.clone());
+                    }
                 }
                 Some(ContextVar::Records(records)) => {
                     inputs.insert(
@@ -96,6 +96,15 @@ impl TemplateContext {
         }
         inputs
     }
+}
+
+fn record_value(record: &ProvidedRecord) -> Value {
+    let fields: BTreeMap<&str, &str> = record
+        .fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.value.as_str()))
+        .collect();
+    Value::from_serialize(fields)
 }
 
 /// The root of a template's context: hands out variables on demand and

@@ -642,3 +642,29 @@ fn graph_prints_every_node() {
     );
     assert!(!d.exists("work") && !d.exists(".tack"));
 }
+
+/// `[require:KEY] one = true`: the one provider's fields as a map.
+#[test]
+fn a_single_required_value_is_a_map() {
+    let deployment = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app, db\n")
+        .component("db", "[attributes]\nport = 5432\n\n[provide:database]\nurl = postgres://db:{{ port }}\n")
+        .component("app", "[require:database]\none = true\n\n[file:app.ini]\ncontent = url = {{ database.url }}\n");
+    deployment.tack(&["local", "dev"]).success();
+    assert_eq!(
+        deployment.read("work/app/app.ini"),
+        "url = postgres://db:5432\n"
+    );
+    deployment.replace("components/db/component.cfg", "5432", "5433");
+    let output = deployment.tack(&["local", "dev", "--explain"]).success();
+    assert!(
+        output.stdout.contains("Updating App > File(app.ini)"),
+        "{output}"
+    );
+    assert!(
+        output
+            .stdout
+            .contains("[attributes] port (template variable `port`): 5432 -> 5433"),
+        "{output}"
+    );
+}

@@ -346,3 +346,39 @@ fn a_runaway_template_is_stopped_with_an_error() {
     assert!(!deployment.exists("work"), "nothing is written");
     assert!(!deployment.exists(".tack"), "nothing is written");
 }
+
+/// `one = true` wants exactly one provider: two are an error naming both.
+#[test]
+fn a_key_provided_twice_where_one_is_expected() {
+    let deployment = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app, db1, db2\n")
+        .component("db1", "[provide:database]\nurl = one\n")
+        .component("db2", "[provide:database]\nurl = two\n")
+        .component(
+            "app",
+            "[require:database]\none = true\n\n[file:a]\ncontent = {{ database.url }}\n",
+        );
+    let output = deployment.tack(&["local", "dev"]);
+    assert_eq!(output.code, 2, "{output}");
+    assert!(
+        output
+            .stderr
+            .contains("components/app/component.cfg:1 [require:database]"),
+        "{output}"
+    );
+    assert!(
+        output
+            .stderr
+            .contains("requires one `database`, but 2 provide it"),
+        "{output}"
+    );
+    assert!(
+        output.stderr.contains("components/db1/component.cfg"),
+        "{output}"
+    );
+    assert!(
+        output.stderr.contains("components/db2/component.cfg"),
+        "{output}"
+    );
+    assert!(!deployment.exists("work") && !deployment.exists(".tack"));
+}
