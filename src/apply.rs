@@ -97,23 +97,23 @@ fn apply_action(
         Action::Buildout { run, bootstrap } => {
             let mut facts = BTreeMap::new();
             let mut outputs = run.outputs.clone();
+            let mut python = None;
             if let Some(bootstrap) = bootstrap {
-                let version = python_version(&bootstrap.python)
-                    .ok_or_else(|| format!("cannot run `{} --version`", bootstrap.python))?;
-                facts.insert("python".to_string(), version);
+                let version = host_python(bootstrap)?;
+                facts.insert("python".to_string(), version.clone());
                 outputs.push(bootstrap.venv.clone());
+                python = Some((bootstrap, version));
             }
             cached(node, steps, &run.cwd, &outputs, facts, || {
-                if let Some(bootstrap) = bootstrap {
-                    bootstrap_venv(bootstrap, progress)?;
+                if let Some((bootstrap, version)) = &python {
+                    bootstrap_venv(bootstrap, version, progress)?;
                 }
                 run_step(run, progress)
             })
         }
         Action::Venv(bootstrap) => {
-            let version = python_version(&bootstrap.python)
-                .ok_or_else(|| format!("cannot run `{} --version`", bootstrap.python))?;
-            let facts = BTreeMap::from([("python".to_string(), version)]);
+            let version = host_python(bootstrap)?;
+            let facts = BTreeMap::from([("python".to_string(), version.clone())]);
             let cwd = bootstrap.venv.parent().unwrap_or(Path::new("/"));
             cached(
                 node,
@@ -122,7 +122,7 @@ fn apply_action(
                 std::slice::from_ref(&bootstrap.venv),
                 facts,
                 || {
-                    bootstrap_venv(bootstrap, progress)?;
+                    bootstrap_venv(bootstrap, &version, progress)?;
                     Ok(Applied::default())
                 },
             )
@@ -292,15 +292,23 @@ fn produced(outputs: &[PathBuf]) -> Vec<PathBuf> {
     produced
 }
 
+/// The version of the host's python a venv is built with.
+fn host_python(bootstrap: &Bootstrap) -> Result<String, String> {
+    python_version(&bootstrap.python)
+        .ok_or_else(|| format!("cannot run `{} --version`", bootstrap.python))
+}
+
 /// Makes `bootstrap.venv` with the wanted packages, unless a marker in it
-/// says it already has them for this python. Returns the python version.
-fn bootstrap_venv(bootstrap: &Bootstrap, progress: &dyn Fn(Duration)) -> Result<String, String> {
-    let version = python_version(&bootstrap.python)
-        .ok_or_else(|| format!("cannot run `{} --version`", bootstrap.python))?;
+/// says it already has them for this python `version`.
+fn bootstrap_venv(
+    bootstrap: &Bootstrap,
+    version: &str,
+    progress: &dyn Fn(Duration),
+) -> Result<(), String> {
     let marker = bootstrap.marker_path();
-    let wanted = bootstrap.marker(&version);
+    let wanted = bootstrap.marker(version);
     if fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
-        return Ok(version);
+        return Ok(());
     }
     if bootstrap.venv.exists() {
         fs::remove_dir_all(&bootstrap.venv)
@@ -315,8 +323,7 @@ fn bootstrap_venv(bootstrap: &Bootstrap, progress: &dyn Fn(Duration)) -> Result<
     );
     let cwd = bootstrap.venv.parent().unwrap_or(Path::new("."));
     runner::run(&script, cwd, &[], Duration::from_secs(1800), progress)?;
-    write_atomically(&marker, wanted.as_bytes(), 0o644, false).map_err(|e| e.to_string())?;
-    Ok(version)
+    write_atomically(&marker, wanted.as_bytes(), 0o644, false).map_err(|e| e.to_string())
 }
 
 /// Starts a service and waits until its pid file names a live process.
