@@ -38,10 +38,10 @@ use crate::db::FileStat;
 use crate::deploy::{HostReport, NodeReport};
 use crate::error::Result;
 use crate::graph::HostGraph;
-use crate::observe::{observed_from, python_version};
+use crate::observe::{python_version, stat_matches};
 use crate::process::Process;
 use crate::report::{Reporter, Summary};
-use crate::state::{NodeRecord, State, StateStore};
+use crate::state::{NodeRecord, Observed, State, StateStore};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
@@ -68,14 +68,17 @@ struct NodeCheck {
 /// What to look at to know a node's target is as recorded.
 #[derive(Debug, Serialize, Deserialize)]
 enum Check {
-    /// Size, mtime, ctime, inode and mode as recorded after the write.
-    File(PathBuf, u64, (i64, i64), (i64, i64), u64, u32),
+    /// The stat recorded after the write.
+    File(PathBuf, Observed),
     Directory(PathBuf, u32),
     Symlink(PathBuf, String),
     /// Every output exists, and the python it was built with is current.
     Outputs(Vec<PathBuf>, Option<(String, String)>),
     Service(PathBuf, Process),
+    /// Nothing to look at.
     Nothing,
+    /// A record that cannot be checked cheaply: the full path decides.
+    Never,
 }
 
 fn manifest_path(root: &Path, environment: &str) -> PathBuf {
@@ -160,8 +163,8 @@ fn check_for(record: &NodeRecord) -> Check {
     let python = input("python").zip(record.facts.get("python").cloned());
     match input("kind").unwrap_or_default().as_str() {
         "file" => match record.observed {
-            Some(o) => Check::File(target, o.size, o.mtime, o.ctime, o.ino, o.mode),
-            None => Check::Outputs(vec![PathBuf::from("/nonexistent/never-fresh")], None),
+            Some(observed) => Check::File(target, observed),
+            None => Check::Never,
         },
         "directory" => {
             let mode = input("mode").and_then(|mode| u32::from_str_radix(&mode, 8).ok());
@@ -172,7 +175,7 @@ fn check_for(record: &NodeRecord) -> Check {
         "venv" => Check::Outputs(vec![target.join(".tack-bootstrap")], python),
         "service" => match record.process {
             Some(process) => Check::Service(target, process),
-            None => Check::Outputs(vec![PathBuf::from("/nonexistent/never-fresh")], None),
+            None => Check::Never,
         },
         _ => Check::Nothing,
     }
@@ -250,14 +253,8 @@ pub fn try_noop(
 
 fn unchanged(check: &Check, pythons: &Mutex<BTreeMap<String, Option<String>>>) -> bool {
     match check {
-        Check::File(path, size, mtime, ctime, ino, mode) => {
-            fs::symlink_metadata(path).is_ok_and(|meta| {
-                let seen = observed_from(&meta, Default::default());
-                meta.is_file()
-                    && (seen.size, seen.mtime, seen.ctime, seen.ino, seen.mode)
-                        == (*size, *mtime, *ctime, *ino, *mode)
-            })
-        }
+        Check::File(path, observed) => fs::symlink_metadata(path)
+            .is_ok_and(|meta| meta.is_file() && stat_matches(observed, &meta)),
         Check::Directory(path, mode) => fs::symlink_metadata(path)
             .is_ok_and(|meta| meta.is_dir() && meta.mode() & 0o7777 == *mode),
         Check::Symlink(path, points_to) => {
@@ -275,5 +272,6 @@ fn unchanged(check: &Check, pythons: &Mutex<BTreeMap<String, Option<String>>>) -
         }
         Check::Service(pidfile, process) => Process::from_pidfile(pidfile) == Some(*process),
         Check::Nothing => true,
+        Check::Never => false,
     }
 }

@@ -189,7 +189,8 @@ fn observe_service(spec: &ServiceSpec) -> Observation {
     }
 }
 
-fn stat_matches(trusted: &Observed, meta: &fs::Metadata) -> bool {
+/// Whether `meta` is the stat recorded in `trusted` (the content hash aside).
+pub fn stat_matches(trusted: &Observed, meta: &fs::Metadata) -> bool {
     trusted.size == meta.size()
         && trusted.mtime == (meta.mtime(), meta.mtime_nsec())
         && trusted.ctime == (meta.ctime(), meta.ctime_nsec())
