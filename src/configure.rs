@@ -465,9 +465,11 @@ pub fn component_nodes(
         work_dir_setting: &env.work_dir,
     };
     let mut nodes: Vec<NodeSpec> = Vec::new();
+    let mut edges = LocalEdges::default();
     for resource in &def.resources {
         for mut node in builder.build(resource)? {
-            node.deps = local_deps(&nodes, &node);
+            node.deps = edges.deps(&nodes, &node);
+            edges.add(nodes.len(), &node);
             nodes.push(node);
         }
     }
@@ -476,34 +478,47 @@ pub fn component_nodes(
 
 /// Edges inside a component: a barrier waits for everything above it;
 /// anything else waits for the last barrier above it and for the nearest
-/// directory resource that contains its target.
-fn local_deps(above: &[NodeSpec], node: &NodeSpec) -> Vec<usize> {
-    if node.barrier {
-        // Programs under one supervisord restart independently.
-        let sibling = |other: &NodeSpec| {
-            matches!(node.action, Action::Program { .. })
-                && matches!(other.action, Action::Program { .. })
-        };
-        return (0..above.len()).filter(|&i| !sibling(&above[i])).collect();
+/// directory resource that contains its target. The last barrier and the
+/// directories are kept as nodes are added, so a component of many files
+/// does not rescan everything above each one.
+#[derive(Default)]
+struct LocalEdges {
+    last_barrier: Option<usize>,
+    directories: Vec<usize>,
+}
+
+impl LocalEdges {
+    fn add(&mut self, index: usize, node: &NodeSpec) {
+        if node.barrier {
+            self.last_barrier = Some(index);
+        }
+        if matches!(node.action, Action::Directory { .. }) {
+            self.directories.push(index);
+        }
     }
-    let mut deps = Vec::new();
-    if let Some(barrier) = above.iter().rposition(|other| other.barrier) {
-        deps.push(barrier);
+
+    fn deps(&self, above: &[NodeSpec], node: &NodeSpec) -> Vec<usize> {
+        if node.barrier {
+            // Programs under one supervisord restart independently.
+            let sibling = |other: &NodeSpec| {
+                matches!(node.action, Action::Program { .. })
+                    && matches!(other.action, Action::Program { .. })
+            };
+            return (0..above.len()).filter(|&i| !sibling(&above[i])).collect();
+        }
+        let target = node.action.target();
+        let directory = self
+            .directories
+            .iter()
+            .map(|&index| (index, above[index].action.target()))
+            .filter(|(_, dir)| target.starts_with(dir) && target != *dir)
+            .max_by_key(|(_, dir)| dir.components().count())
+            .map(|(index, _)| index);
+        let mut deps: Vec<usize> = self.last_barrier.into_iter().chain(directory).collect();
+        deps.sort_unstable();
+        deps.dedup();
+        deps
     }
-    let target = node.action.target();
-    let directory = above
-        .iter()
-        .enumerate()
-        .filter(|(_, other)| matches!(other.action, Action::Directory { .. }))
-        .filter(|(_, other)| {
-            target.starts_with(other.action.target()) && target != other.action.target()
-        })
-        .max_by_key(|(_, other)| other.action.target().components().count())
-        .map(|(index, _)| index);
-    deps.extend(directory);
-    deps.sort_unstable();
-    deps.dedup();
-    deps
 }
 
 /// `tick` -> `Tick`, `my_app` -> `MyApp`: the batou-style class name.
