@@ -34,7 +34,7 @@ pub mod template;
 pub mod timings;
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Parser;
@@ -96,7 +96,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Cache(args) => cache_command::run(&args),
         Command::Graph(args) => {
-            for graph in configure_all(&args.target)?.graphs {
+            let root = deployment_root(&args.target)?;
+            for graph in configure_all(&root, &args.target)?.graphs {
                 print!("{}", graph.to_dot());
             }
             Ok(())
@@ -104,13 +105,17 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<Options> {
-    let root = target
+/// The deployment directory, absolute: `workdir` and keys are built on it.
+fn deployment_root(target: &Target) -> Result<PathBuf> {
+    target
         .dir
         .canonicalize()
-        .map_err(|error| Error::io("open deployment directory", &target.dir, error))?;
+        .map_err(|error| Error::io("open deployment directory", &target.dir, error))
+}
+
+fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<Options> {
     Ok(Options {
-        root,
+        root: deployment_root(target)?,
         environment: target.env.clone(),
         dry_run,
         explain,
@@ -180,7 +185,7 @@ fn deploy_configured(
     reporter_for: &dyn Fn(&str, bool) -> Reporter,
 ) -> Result<Vec<HostReport>> {
     let started = std::time::Instant::now();
-    let configured = configure_all(target)?;
+    let configured = configure_all(&options.root, target)?;
     let started = timings::phase("configure", started);
     // Taken after configuring, so a configuration error writes nothing.
     let _lock = if options.dry_run {
@@ -228,16 +233,12 @@ struct Configured {
     sources: Vec<(String, Option<db::FileStat>)>,
 }
 
-fn configure_all(target: &Target) -> Result<Configured> {
-    let root = target
-        .dir
-        .canonicalize()
-        .map_err(|error| Error::io("open deployment directory", &target.dir, error))?;
-    let db = Database::new(&root);
-    let deployment = Deployment::new(&db, root.clone(), target.env.clone());
+fn configure_all(root: &Path, target: &Target) -> Result<Configured> {
+    let db = Database::new(root);
+    let deployment = Deployment::new(&db, root.to_path_buf(), target.env.clone());
     let env = environment_def(&db, deployment)
         .clone()
-        .map_err(|error| unknown_environment_hint(error, &root))?;
+        .map_err(|error| unknown_environment_hint(error, root))?;
     let mut graphs = Vec::new();
     let mut errors: Vec<ConfigError> = Vec::new();
     for host in &env.hosts {
