@@ -126,19 +126,20 @@ pub fn deploy_host(
         let mut nodes = Vec::new();
         for (node, decision) in graph.nodes.iter().zip(&decisions) {
             let outcome = if decision.verdict == Verdict::Run {
-                let diff = options
-                    .diff
-                    .then(|| planned_diff(node, &options.root))
-                    .flatten();
+                let words = Words::of(node, decision);
                 if options.shown(node) {
+                    let diff = options
+                        .diff
+                        .then(|| planned_diff(node, &options.root))
+                        .flatten();
                     reporter.node(
-                        &verb(node, decision, true),
+                        &words.line(true),
                         &node.display,
                         &decision.reasons,
                         diff.as_deref(),
                     );
                 }
-                outcome_word(node, decision, true).to_string()
+                format!("would {}", words.verb)
             } else {
                 report_unchanged(reporter, options, node, decision);
                 "unchanged".to_string()
@@ -228,15 +229,22 @@ pub fn deploy_host(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((index, record, took, restored));
-        let (verb, display) = if restored {
-            (
-                "Restored".to_string(),
-                format!("{} (from cache)", node.display),
-            )
+        let words = if restored {
+            Words::RESTORED
         } else {
-            (verb(node, decision, false), node.display.clone())
+            Words::of(node, decision)
         };
-        reporter.node(&verb, &display, &decision.reasons, diff.as_deref());
+        let display = if restored {
+            format!("{} (from cache)", node.display)
+        } else {
+            node.display.clone()
+        };
+        reporter.node(
+            &words.line(false),
+            &display,
+            &decision.reasons,
+            diff.as_deref(),
+        );
         Ok(())
     };
     let outcomes = run_dag(&deps, &selected, options.jobs, &work);
@@ -257,12 +265,12 @@ pub fn deploy_host(
         let decision = &decisions[index];
         let report = match outcome {
             Outcome::Done => {
-                let outcome = if restored[index] {
-                    "restored"
+                let words = if restored[index] {
+                    Words::RESTORED
                 } else {
-                    outcome_word(node, decision, false)
+                    Words::of(node, decision)
                 };
-                let outcome = outcome.to_string();
+                let outcome = words.done.to_string();
                 node_report(node, decision, outcome, durations[index], None)
             }
             Outcome::NotNeeded => {
@@ -449,34 +457,49 @@ fn record_for(node: &NodeSpec, applied: Applied) -> NodeRecord {
     }
 }
 
-/// What a node does, in batou's words where batou has them: `Updating`,
-/// and for services `Starting` or `Reloading (pid N)`.
-fn verb(node: &NodeSpec, decision: &Decision, dry_run: bool) -> String {
-    let (doing, would, pid) = match (&node.action, decision.running) {
-        (Action::Service(_), Some(process)) => ("Reloading", "reload", Some(process.pid)),
-        (Action::Service(_), None) => ("Starting", "start", None),
-        _ => ("Updating", "update", None),
-    };
-    let verb = if dry_run {
-        format!("Would {would}")
-    } else {
-        doing.to_string()
-    };
-    match pid {
-        Some(pid) => format!("{verb} (pid {pid})"),
-        None => verb,
-    }
+/// What running a node is called, in batou's words where batou has them:
+/// `Updating`, and for services `Starting` or `Reloading (pid N)`; the
+/// same words end the JSON report's outcomes.
+struct Words {
+    doing: &'static str,
+    verb: &'static str,
+    done: &'static str,
+    pid: Option<i32>,
 }
 
-/// The outcome of a node that ran, as the JSON report names it.
-fn outcome_word(node: &NodeSpec, decision: &Decision, dry_run: bool) -> &'static str {
-    match (&node.action, decision.running, dry_run) {
-        (Action::Service(_), Some(_), false) => "reloaded",
-        (Action::Service(_), Some(_), true) => "would reload",
-        (Action::Service(_), None, false) => "started",
-        (Action::Service(_), None, true) => "would start",
-        (_, _, false) => "updated",
-        (_, _, true) => "would update",
+impl Words {
+    const RESTORED: Words = Words {
+        doing: "Restored",
+        verb: "restore",
+        done: "restored",
+        pid: None,
+    };
+
+    fn of(node: &NodeSpec, decision: &Decision) -> Words {
+        let (doing, verb, done) = match (&node.action, decision.running) {
+            (Action::Service(_), Some(_)) => ("Reloading", "reload", "reloaded"),
+            (Action::Service(_), None) => ("Starting", "start", "started"),
+            _ => ("Updating", "update", "updated"),
+        };
+        Words {
+            doing,
+            verb,
+            done,
+            pid: decision.running.map(|process| process.pid),
+        }
+    }
+
+    /// The start of a node's line: `Reloading (pid 42)`, `Would update`.
+    fn line(&self, dry_run: bool) -> String {
+        let words = if dry_run {
+            format!("Would {}", self.verb)
+        } else {
+            self.doing.to_string()
+        };
+        match self.pid {
+            Some(pid) => format!("{words} (pid {pid})"),
+            None => words,
+        }
     }
 }
 
