@@ -16,7 +16,7 @@ use crate::db::Db;
 use crate::error::{ConfigError, Location};
 use crate::fingerprint::{node_key, Fingerprint};
 use crate::graph::{Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec, Watches};
-use crate::provenance::{mask, mask_sensitive, Input, Inputs, Sourced};
+use crate::provenance::{mask_sensitive, Input, Inputs, Sourced};
 use crate::template::{render, TemplateContext};
 
 mod supervisor;
@@ -52,19 +52,21 @@ impl NodeBuilder<'_> {
                     "path".into(),
                     Input::at(&resource.name, resource.location.clone()),
                 );
-                let content = self.file_content(resource, sensitive, &mut inputs)?;
+                let content = self.file_content(resource, &mut inputs)?;
                 // A file that renders a secret is as secret as a file
                 // marked sensitive: no diff, not readable by others.
                 let sensitive = sensitive || inputs.values().any(Input::is_sensitive);
-                let mode = mode(resource, if sensitive { 0o600 } else { 0o644 }, &mut inputs)?;
                 if sensitive {
-                    // What a secret file reads is as secret as the file.
+                    // What a secret file reads is as secret as the file:
+                    // `make` hashes every input flagged so. What it is
+                    // (kind, path, template) is not secret.
                     for (name, input) in inputs.iter_mut() {
-                        if !["kind", "path", "mode", "template"].contains(&name.as_str()) {
-                            *input = input.masked();
+                        if !["kind", "path", "template"].contains(&name.as_str()) {
+                            input.sensitive = true;
                         }
                     }
                 }
+                let mode = mode(resource, if sensitive { 0o600 } else { 0o644 }, &mut inputs)?;
                 let action = Action::File {
                     target,
                     content: Arc::from(content),
@@ -180,7 +182,7 @@ impl NodeBuilder<'_> {
             )]
             .into(),
         };
-        let content = self.file_content(&file_resource, false, &mut file_inputs)?;
+        let content = self.file_content(&file_resource, &mut file_inputs)?;
         file_inputs.insert("mode".into(), Input::plain("0644"));
         let file = Action::File {
             target: self.path(&config, config_at)?,
@@ -408,18 +410,15 @@ impl NodeBuilder<'_> {
     fn file_content(
         &self,
         resource: &ResourceDef,
-        sensitive: bool,
         inputs: &mut Inputs,
     ) -> Result<Vec<u8>, ConfigError> {
         let template = resource.flag("template", true)?;
         inputs.insert("template".into(), Input::plain(template.to_string()));
         let (raw, origin) = if let Some(content) = resource.field("content") {
-            let shown = if sensitive {
-                mask(&content.value)
-            } else {
-                content.value.clone()
-            };
-            inputs.insert("content".into(), Input::at(shown, content.location.clone()));
+            inputs.insert(
+                "content".into(),
+                Input::at(&content.value, content.location.clone()),
+            );
             let mut text = content.value.clone().into_bytes();
             if !text.is_empty() && !text.ends_with(b"\n") {
                 text.push(b'\n');
