@@ -133,3 +133,11 @@ pub fn mask(value: &str) -> String {
 
 /// The named inputs of one node, in a stable order.
 pub type Inputs = BTreeMap<String, Input>;
+
+/// Inputs of plain values with no place in a file behind them.
+pub fn plain_inputs(pairs: &[(&str, &str)]) -> Inputs {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), Input::plain(*value)))
+        .collect()
+}

@@ -46,12 +46,8 @@ impl NodeBuilder<'_> {
         inputs.insert("kind".into(), Input::plain(resource.kind.id()));
         match resource.kind {
             ResourceKind::File => {
-                let target = self.path(&resource.name, &resource.location)?;
+                let target = self.target(resource, &mut inputs)?;
                 let sensitive = resource.flag("sensitive", false)?;
-                inputs.insert(
-                    "path".into(),
-                    Input::at(&resource.name, resource.location.clone()),
-                );
                 let content = self.file_content(resource, &mut inputs)?;
                 // A file that renders a secret is as secret as a file
                 // marked sensitive: no diff, not readable by others.
@@ -75,21 +71,13 @@ impl NodeBuilder<'_> {
                 Ok(vec![self.node(resource, action, inputs, sensitive)])
             }
             ResourceKind::Directory => {
-                let target = self.path(&resource.name, &resource.location)?;
-                inputs.insert(
-                    "path".into(),
-                    Input::at(&resource.name, resource.location.clone()),
-                );
+                let target = self.target(resource, &mut inputs)?;
                 let mode = mode(resource, 0o755, &mut inputs)?;
                 let action = Action::Directory { target, mode };
                 Ok(vec![self.node(resource, action, inputs, false)])
             }
             ResourceKind::Symlink => {
-                let target = self.path(&resource.name, &resource.location)?;
-                inputs.insert(
-                    "path".into(),
-                    Input::at(&resource.name, resource.location.clone()),
-                );
+                let target = self.target(resource, &mut inputs)?;
                 let points_to = self
                     .rendered(resource, "target", &mut inputs)?
                     .unwrap_or_default();
@@ -464,6 +452,16 @@ impl NodeBuilder<'_> {
         let rendered = render(&text, &origin, self.context)?;
         inputs.extend(rendered.inputs);
         Ok(rendered.text.into_bytes())
+    }
+
+    /// The path a file, directory or symlink resource owns, recorded as
+    /// its `path` input.
+    fn target(&self, resource: &ResourceDef, inputs: &mut Inputs) -> Result<PathBuf, ConfigError> {
+        inputs.insert(
+            "path".into(),
+            Input::at(&resource.name, resource.location.clone()),
+        );
+        self.path(&resource.name, &resource.location)
     }
 
     /// A path relative to the component's work dir unless written

@@ -11,7 +11,7 @@ use crate::configure::display_name;
 use crate::error::ConfigError;
 use crate::fingerprint::Fingerprint;
 use crate::graph::{Action, Bootstrap, NodeSpec, Reload, ServiceSpec, Watches};
-use crate::provenance::{Input, Inputs};
+use crate::provenance::{plain_inputs, Input};
 use crate::template::ContextVar;
 
 use super::{timeout, NodeBuilder, SERVICE_TIMEOUT_SECS, SUPERVISOR_VERSION};
@@ -53,17 +53,16 @@ impl NodeBuilder<'_> {
         let timeout = timeout(resource, SERVICE_TIMEOUT_SECS)?;
         let mut nodes = Vec::new();
 
-        let mut inputs = Inputs::new();
-        inputs.insert("kind".into(), Input::plain("venv"));
-        inputs.insert("python".into(), Input::plain(&python));
-        inputs.insert(
-            "packages".into(),
-            Input::plain(format!("supervisor=={version}")),
-        );
+        let packages = format!("supervisor=={version}");
+        let inputs = plain_inputs(&[
+            ("kind", "venv"),
+            ("python", &python),
+            ("packages", &packages),
+        ]);
         let bootstrap = Bootstrap {
             python,
             venv: venv.clone(),
-            packages: vec![format!("supervisor=={version}")],
+            packages: vec![packages],
         };
         let id = format!("{}/venv", self.def.name);
         nodes.push(self.make(
@@ -75,9 +74,7 @@ impl NodeBuilder<'_> {
         ));
 
         let log_dir = workdir.join("var/log");
-        let mut inputs = Inputs::new();
-        inputs.insert("kind".into(), Input::plain("directory"));
-        inputs.insert("path".into(), Input::plain("var/log"));
+        let inputs = plain_inputs(&[("kind", "directory"), ("path", "var/log")]);
         let action = Action::Directory {
             target: log_dir.clone(),
             mode: 0o755,
@@ -104,9 +101,7 @@ impl NodeBuilder<'_> {
             pid = pidfile.display(),
             dir = workdir.display(),
         );
-        let mut inputs = Inputs::new();
-        inputs.insert("kind".into(), Input::plain("file"));
-        inputs.insert("path".into(), Input::plain("etc/supervisord.conf"));
+        let mut inputs = plain_inputs(&[("kind", "file"), ("path", "etc/supervisord.conf")]);
         inputs.insert(
             "port".into(),
             match resource.field("port") {
@@ -174,8 +169,7 @@ impl NodeBuilder<'_> {
             venv.join("bin/supervisorctl").display(),
             conf.display()
         );
-        let mut inputs = Inputs::new();
-        inputs.insert("kind".into(), Input::plain("service"));
+        let inputs = plain_inputs(&[("kind", "service")]);
         let spec = ServiceSpec {
             cwd: workdir.clone(),
             start: format!(
@@ -197,9 +191,7 @@ impl NodeBuilder<'_> {
         ));
 
         for (name, provider) in names {
-            let mut inputs = Inputs::new();
-            inputs.insert("kind".into(), Input::plain("program"));
-            inputs.insert("name".into(), Input::plain(&name));
+            let inputs = plain_inputs(&[("kind", "program"), ("name", &name)]);
             let action = Action::Program {
                 cwd: workdir.clone(),
                 ctl: ctl.clone(),
