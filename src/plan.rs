@@ -34,6 +34,17 @@ pub struct Decision {
     pub running: Option<Process>,
 }
 
+impl Decision {
+    fn new(verdict: Verdict, reasons: Vec<Reason>) -> Decision {
+        Decision {
+            verdict,
+            reasons,
+            observed: None,
+            running: None,
+        }
+    }
+}
+
 pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Decision {
     let output = node.output;
     let unchanged_output = record.filter(|r| r.finished && r.output == output);
@@ -87,24 +98,14 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 reasons.push(Reason::NotRunning {
                     why: format!("pid {} is now another process", process.pid),
                 });
-                Decision {
-                    verdict: Verdict::Run,
-                    reasons,
-                    observed: None,
-                    running: None,
-                }
+                Decision::new(Verdict::Run, reasons)
             }
         },
         Observation::Missing if matches!(node.action, Action::Service(_)) => {
             reasons.push(Reason::NotRunning {
                 why: format!("no live process in `{}`", path.display()),
             });
-            Decision {
-                verdict: Verdict::Run,
-                reasons,
-                observed: None,
-                running: None,
-            }
+            Decision::new(Verdict::Run, reasons)
         }
         Observation::Matches(observed) if forced => Decision {
             verdict: Verdict::Run,
@@ -117,21 +118,13 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
         Observation::Matches(_)
             if matches!(node.action, Action::Program { .. }) && record.is_none() && !forced =>
         {
-            Decision {
-                verdict: Verdict::Record,
-                reasons,
-                observed: None,
-                running: None,
-            }
+            Decision::new(Verdict::Record, reasons)
         }
         // A step's outputs existing says nothing about whether they are
         // current: with any reason at all, it runs.
-        Observation::Matches(_) if !node.action.owns_target() && !reasons.is_empty() => Decision {
-            verdict: Verdict::Run,
-            reasons,
-            observed: None,
-            running: None,
-        },
+        Observation::Matches(_) if !node.action.owns_target() && !reasons.is_empty() => {
+            Decision::new(Verdict::Run, reasons)
+        }
         Observation::Matches(observed) => {
             let key_changed = record.is_some_and(|r| r.key != node.key);
             if key_changed && record.is_some_and(|r| r.output == output) {
@@ -156,12 +149,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
             if record.is_some() {
                 reasons.push(Reason::Missing { path });
             }
-            Decision {
-                verdict: Verdict::Run,
-                reasons,
-                observed: None,
-                running: None,
-            }
+            Decision::new(Verdict::Run, reasons)
         }
         Observation::Differs(differences) => {
             // With the output unchanged since the last apply, a difference
@@ -176,12 +164,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                     });
                 }
             }
-            Decision {
-                verdict: Verdict::Run,
-                reasons,
-                observed: None,
-                running: None,
-            }
+            Decision::new(Verdict::Run, reasons)
         }
     }
 }
