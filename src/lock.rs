@@ -7,7 +7,7 @@
 //! only and take no lock.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,14 +34,14 @@ impl DeployLock {
         let path = dir.join("lock");
         let started = Instant::now();
         let mut told = false;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|error| Error::io("open", &path, error))?;
         loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|error| Error::io("open", &path, error))?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(mut flock) => {
                     let since = SystemTime::now()
@@ -55,11 +55,10 @@ impl DeployLock {
                     written.map_err(|error| Error::io("write", &path, error))?;
                     return Ok(DeployLock { _flock: flock });
                 }
-                Err((mut file, _)) => {
+                Err((unlocked, _)) => {
+                    file = unlocked;
                     if !told {
-                        let mut holder = String::new();
-                        let _ = file.read_to_string(&mut holder);
-                        waiting(&describe(holder.trim()));
+                        waiting(&describe(holder_of(&path).trim()));
                         told = true;
                     }
                     if timeout.is_some_and(|timeout| started.elapsed() >= timeout) {
