@@ -20,11 +20,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::component::{ComponentDef, Scope};
 use crate::db::{Db, Deployment};
 use crate::environment::EnvironmentDef;
 use crate::error::{ConfigError, Location};
-use crate::fingerprint::node_key;
+use crate::fingerprint::{node_key, Fingerprint};
 use crate::graph::{Action, HostGraph, NodeSpec, Watches};
 use crate::provenance::{Input, Sourced};
 use crate::template::{render, ContextVar, ProvidedRecord, TemplateContext};
@@ -104,25 +106,66 @@ pub fn attributes(
 }
 
 /// A component placed on a host.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Placement {
     pub host: String,
     pub component: String,
 }
 
 /// Provide/require resolved for the whole environment.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Wiring {
     /// Every placement, in the order of `[hosts]`.
     pub placements: Vec<Placement>,
     /// (requirer, key) -> providers, by host then component.
+    #[serde(with = "pairs")]
     pub providers: BTreeMap<(Placement, String), Vec<Placement>>,
     /// Per host: its components, providers before requirers.
     pub order: BTreeMap<String, Vec<String>>,
 }
 
+/// A map with tuple keys as a list of pairs: JSON keys are strings.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
+}
+
+/// What [`wiring`] reads of a component: the keys it provides and what it
+/// requires. Two definitions with the same signature wire alike.
+pub fn wiring_signature(def: &ComponentDef) -> Fingerprint {
+    let provides: Vec<&str> = def.provides.iter().map(|p| p.key.as_str()).collect();
+    let requires: Vec<(&str, Scope, bool)> = def
+        .requires
+        .iter()
+        .map(|r| (r.key.as_str(), r.scope, r.one))
+        .collect();
+    Fingerprint::of_hash(&(provides, requires))
+}
+
 #[salsa::tracked(returns(ref))]
 pub fn wiring(db: &dyn Db, deployment: Deployment) -> Result<Arc<Wiring>, Vec<ConfigError>> {
+    if let Some(recorded) = deployment.recorded_wiring(db) {
+        return Ok(recorded.clone());
+    }
     let env = environment_def(db, deployment)
         .clone()
         .map_err(|e| vec![e])?;
@@ -546,19 +589,34 @@ pub fn host_graph(
     deployment: Deployment,
     host: String,
 ) -> Result<Arc<HostGraph>, Vec<ConfigError>> {
+    let wiring = wiring(db, deployment).clone()?;
+    let components = wiring.order.get(&host).cloned().unwrap_or_default();
+    assemble(db, deployment, &host, &components).map(Arc::new)
+}
+
+/// The graph of `components` of `host` (in wiring order, each after the
+/// same-host components it requires from, which must be among them): all
+/// of the host for [`host_graph`], the part a change reaches for an
+/// incremental run. The nodes of a component come out the same either way.
+pub fn assemble(
+    db: &dyn Db,
+    deployment: Deployment,
+    host: &str,
+    components: &[String],
+) -> Result<HostGraph, Vec<ConfigError>> {
     let env = environment_def(db, deployment)
         .clone()
         .map_err(|e| vec![e])?;
     let wiring = wiring(db, deployment).clone()?;
     let mut graph = HostGraph {
         environment: env.name.clone(),
-        host: host.clone(),
+        host: host.to_string(),
         nodes: Vec::new(),
     };
     let mut errors = Vec::new();
     let mut ranges: BTreeMap<String, std::ops::Range<usize>> = BTreeMap::new();
-    for component in wiring.order.get(&host).into_iter().flatten() {
-        let nodes = match component_nodes(db, deployment, host.clone(), component.clone()) {
+    for component in components {
+        let nodes = match component_nodes(db, deployment, host.to_string(), component.clone()) {
             Ok(nodes) => nodes,
             Err(error) => {
                 errors.push(error.clone());
@@ -567,7 +625,7 @@ pub fn host_graph(
         };
         let offset = graph.nodes.len();
         let me = Placement {
-            host: host.clone(),
+            host: host.to_string(),
             component: component.clone(),
         };
         let providers: BTreeSet<String> = wiring
@@ -620,7 +678,7 @@ pub fn host_graph(
         }
     }
     if errors.is_empty() {
-        Ok(Arc::new(graph))
+        Ok(graph)
     } else {
         Err(errors)
     }
@@ -676,7 +734,8 @@ mod tests {
                 fs::write(path, text).unwrap();
             }
             let db = Database::with_query_log(dir.path());
-            let deployment = Deployment::new(&db, dir.path().to_path_buf(), "dev".to_string());
+            let deployment =
+                Deployment::new(&db, dir.path().to_path_buf(), "dev".to_string(), None);
             Fixture {
                 dir,
                 db,

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use salsa::Setter;
 
+use crate::configure::Wiring;
+
 /// A file of the deployment, by its path relative to the deployment root
 /// (`/`-separated, as written in config files and messages).
 #[salsa::input(debug)]
@@ -30,6 +32,11 @@ pub struct Deployment {
     pub root: PathBuf,
     #[returns(ref)]
     pub environment: String,
+    /// The wiring of an earlier run, when the caller has checked that
+    /// nothing it was resolved from changed (see `incremental`): resolving
+    /// it again would read every component of the environment.
+    #[returns(ref)]
+    pub recorded_wiring: Option<Arc<Wiring>>,
 }
 
 #[salsa::db]

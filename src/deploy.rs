@@ -99,8 +99,13 @@ pub struct NodeReport {
     pub error: Option<String>,
 }
 
+/// Deploys `graph`. With `untouched`, the graph holds only some of the
+/// host's components (those a change can reach; see `incremental`): only
+/// their state is loaded and saved, and the summary counts `untouched`
+/// more nodes as unchanged.
 pub fn deploy_host(
     graph: &HostGraph,
+    untouched: Option<usize>,
     options: &Options,
     reporter: &Reporter,
 ) -> Result<HostReport> {
@@ -109,7 +114,10 @@ pub fn deploy_host(
     // A journal left by a killed run is folded into the state at the end
     // of this one, even if nothing else changes.
     let interrupted = store.journal_exists();
-    let (mut state, warnings) = store.load();
+    let (mut state, warnings) = match untouched {
+        None => store.load(),
+        Some(_) => store.load_components(&graph.components()),
+    };
     let phase = crate::timings::phase("load state", started);
     for warning in warnings {
         eprintln!("warning: {warning}");
@@ -118,7 +126,7 @@ pub fn deploy_host(
     let decisions: Vec<Decision> = graph
         .nodes
         .par_iter()
-        .map(|node| decide(node, state.nodes.get(&node.id), options.forced(node)))
+        .map(|node| decide(node, state.get(&node.id), options.forced(node)))
         .collect();
     let phase = crate::timings::phase("plan", phase);
 
@@ -147,14 +155,15 @@ pub fn deploy_host(
             nodes.push(node_report(node, decision, outcome, None, None));
         }
         removed(graph, &mut state, options, reporter, &mut nodes);
-        return Ok(finish(graph, reporter, nodes, true, started));
+        return Ok(finish(graph, untouched, reporter, nodes, true, started));
     }
 
     let selected: Vec<bool> = decisions
         .iter()
         .map(|d| d.verdict == Verdict::Run)
         .collect();
-    if let Some(dir) = store.path().parent() {
+    sweep_orphans(store.dir(), None);
+    if let Some(dir) = store.dir().parent() {
         sweep_orphans(dir, None);
     }
     if selected.contains(&true) {
@@ -175,11 +184,9 @@ pub fn deploy_host(
                 let anyone_else = node.confined_to.is_none();
                 sweep_orphans(dir, anyone_else.then_some(ORPHAN_AGE));
             }
-            if let Some(record) = state.nodes.get_mut(&node.id) {
-                record.finished = false;
-            }
+            state.mark_unfinished(&node.id);
         }
-        store.save(&state)?;
+        store.save(&mut state)?;
     }
 
     // Opened only when something runs: a no-op creates no cache directory.
@@ -255,7 +262,7 @@ pub fn deploy_host(
     for (index, record, took, from_cache) in
         finished.into_inner().unwrap_or_else(|e| e.into_inner())
     {
-        state.nodes.insert(graph.nodes[index].id.clone(), record);
+        state.insert(graph.nodes[index].id.clone(), record);
         durations[index] = Some(took.as_secs_f64());
         restored[index] = from_cache;
     }
@@ -281,11 +288,11 @@ pub fn deploy_host(
                         ..Applied::default()
                     };
                     let mut record = record_for(node, seen);
-                    if let Some(old) = state.nodes.get(&node.id) {
+                    if let Some(old) = state.get(&node.id) {
                         record.produced = old.produced.clone();
                         record.facts = old.facts.clone();
                     }
-                    state.nodes.insert(node.id.clone(), record);
+                    state.insert(node.id.clone(), record);
                 }
                 report_unchanged(reporter, options, node, decision);
                 node_report(node, decision, "unchanged".into(), None, None)
@@ -313,38 +320,36 @@ pub fn deploy_host(
         };
         nodes.push(report);
     }
-    let pruned = removed(graph, &mut state, options, reporter, &mut nodes);
-    let recorded = decisions.iter().any(|d| d.verdict == Verdict::Record);
-    if selected.contains(&true) || recorded || pruned || interrupted || !store.path().exists() {
-        store.save(&state)?;
+    removed(graph, &mut state, options, reporter, &mut nodes);
+    if state.is_changed() || interrupted || !store.exists() {
+        store.save(&mut state)?;
     }
     crate::timings::phase("save state", phase);
-    let mut report = finish(graph, reporter, nodes, false, started);
+    let mut report = finish(graph, untouched, reporter, nodes, false, started);
     report.state = Some(state);
     Ok(report)
 }
 
 /// Reports nodes deployed before and configured no more; with `--prune`
-/// removes what they left and forgets them. Returns whether the state
-/// changed.
+/// removes what they left and forgets them.
 fn removed(
     graph: &HostGraph,
     state: &mut crate::state::State,
     options: &Options,
     reporter: &Reporter,
     nodes: &mut Vec<NodeReport>,
-) -> bool {
+) {
     let configured: std::collections::HashSet<&str> =
         graph.nodes.iter().map(|node| node.id.as_str()).collect();
     let gone: Vec<String> = state
-        .nodes
-        .keys()
+        .ids()
         .filter(|id| !configured.contains(id.as_str()))
         .cloned()
         .collect();
-    let mut changed = false;
     for id in gone {
-        let record = state.nodes[&id].clone();
+        let Some(record) = state.get(&id).cloned() else {
+            continue;
+        };
         let mut report = NodeReport {
             id: id.clone(),
             display: record.display.clone(),
@@ -359,8 +364,7 @@ fn removed(
                 Ok(what) => {
                     reporter.line(&format!("Pruned {prefix}{}: {what}", record.display));
                     report.outcome = "pruned".into();
-                    state.nodes.remove(&id);
-                    changed = true;
+                    state.remove(&id);
                 }
                 Err(why) => {
                     reporter.line(&format!("Kept {prefix}{}: {why}", record.display));
@@ -385,17 +389,20 @@ fn removed(
         }
         nodes.push(report);
     }
-    changed
 }
 
 fn finish(
     graph: &HostGraph,
+    untouched: Option<usize>,
     reporter: &Reporter,
     nodes: Vec<NodeReport>,
     dry_run: bool,
     started: Instant,
 ) -> HostReport {
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        unchanged: untouched.unwrap_or(0),
+        ..Summary::default()
+    };
     for node in &nodes {
         match node.outcome.as_str() {
             "unchanged" | "removed" | "pruned" => summary.unchanged += 1,

@@ -38,6 +38,25 @@ pub struct Overrides {
     pub values: BTreeMap<String, Sourced>,
 }
 
+impl EnvironmentDef {
+    /// A digest of everything but the overrides: settings and hosts, not
+    /// where they are written. Two environments with the same digest place
+    /// the same components alike; an incremental run compares it.
+    pub fn settings_digest(&self) -> crate::fingerprint::Fingerprint {
+        let EnvironmentDef {
+            name,
+            file,
+            connect_method,
+            work_dir,
+            hosts,
+            overrides: _,
+        } = self;
+        let hosts: Vec<(&String, &Vec<String>)> =
+            hosts.iter().map(|h| (&h.name, &h.components)).collect();
+        crate::fingerprint::Fingerprint::of_hash(&(name, file, connect_method, work_dir, hosts))
+    }
+}
+
 const ENVIRONMENT_KEYS: &[&str] = &["connect_method", "work_dir"];
 
 impl EnvironmentDef {

@@ -60,14 +60,16 @@
 //!
 //! # Where state lives
 //!
-//! `.tack/state/<environment>/<host>.json`, written atomically, plus a
-//! journal beside it while a deploy runs; see [`crate::state`].
+//! `.tack/state/<environment>/<host>/<component>.json`, each written
+//! atomically, plus a journal beside them while a deploy runs; see
+//! [`crate::state`].
 //!
 //! # Tracing it
 //!
 //! `tack local ENV --dry-run --explain` prints, for every node that would
 //! run, each input that changed with its old and new value and the place a
-//! person edited; `.tack/state/ENV/HOST.json` shows the recorded inputs.
+//! person edited; `.tack/state/ENV/HOST/COMPONENT.json` shows the recorded
+//! inputs.
 
 use std::fmt;
 
@@ -92,6 +94,24 @@ impl Fingerprint {
         blake3::Hash::from_hex(hex)
             .ok()
             .map(|hash| Fingerprint(*hash.as_bytes()))
+    }
+
+    /// A digest of any value with a `Hash` impl, for telling whether a
+    /// parsed structure changed between two runs of the *same* tack build
+    /// (`Hash` impls may differ between builds; never use it for keys).
+    pub fn of_hash<T: std::hash::Hash + ?Sized>(value: &T) -> Fingerprint {
+        struct Blake3(blake3::Hasher);
+        impl std::hash::Hasher for Blake3 {
+            fn write(&mut self, bytes: &[u8]) {
+                self.0.update(bytes);
+            }
+            fn finish(&self) -> u64 {
+                0
+            }
+        }
+        let mut hasher = Blake3(blake3::Hasher::new());
+        value.hash(&mut hasher);
+        Fingerprint(*hasher.0.finalize().as_bytes())
     }
 
     /// The first 12 hex digits, for people.

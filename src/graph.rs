@@ -216,6 +216,19 @@ pub struct HostGraph {
 }
 
 impl HostGraph {
+    /// The components with nodes in this graph, each once, in order.
+    pub fn components(&self) -> Vec<String> {
+        let mut components: Vec<String> = Vec::new();
+        for node in &self.nodes {
+            if components.last() != Some(&node.component) {
+                components.push(node.component.clone());
+            }
+        }
+        components.sort();
+        components.dedup();
+        components
+    }
+
     /// The graph as Graphviz dot, for `tack graph`.
     pub fn to_dot(&self) -> String {
         let mut dot = format!("digraph \"{}\" {{\n  rankdir=LR;\n", self.host);

@@ -13,12 +13,13 @@ pub mod deploy;
 pub mod environment;
 pub mod error;
 pub mod executor;
-pub mod fastpath;
 pub mod fault;
 pub mod fingerprint;
 pub mod graph;
+pub mod incremental;
 pub mod ini_file;
 pub mod lock;
+pub mod manifest;
 pub mod nodes;
 pub mod observe;
 pub mod plan;
@@ -139,25 +140,15 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
         };
         Reporter::new(options.explain, prefix, &options.root, json)
     };
-    let started = std::time::Instant::now();
-    let quick = options.force.is_empty() && !options.prune && !options.diff;
-    let noop = quick
-        .then(|| {
-            fastpath::try_noop(
-                &options.root,
-                &options.environment,
-                target.host.as_deref(),
-                options.dry_run,
-                &|host| reporter_for(host, false),
-            )
-        })
-        .flatten();
-    let reports = match noop {
-        Some(reports) => {
-            timings::phase("fast path (nothing to do)", started);
-            reports
+    let incremental = incremental::run(options, target.host.as_deref(), &reporter_for)?;
+    let reports = match incremental {
+        incremental::Outcome::Done(reports) => reports,
+        incremental::Outcome::Full(why) => {
+            if options.explain && !json {
+                println!("Configuring every component: {why}");
+            }
+            deploy_configured(target, options, &reporter_for)?
         }
-        None => deploy_configured(target, options, &reporter_for)?,
     };
     if json {
         let report = serde_json::json!({
@@ -194,31 +185,30 @@ fn deploy_configured(
         let waiting =
             |holder: &str| eprintln!("waiting for the deploy lock of this directory ({holder})");
         let lock = DeployLock::acquire(&options.root, options.lock_timeout, &waiting)?;
-        fastpath::forget(&options.root, &options.environment);
+        manifest::forget(&options.root, &options.environment);
         Some(lock)
     };
     let several = configured.graphs.len() > 1;
     let mut reports = Vec::new();
     for graph in &configured.graphs {
         let reporter = reporter_for(&graph.host, several);
-        reports.push(deploy_host(graph, options, &reporter)?);
+        reports.push(deploy_host(graph, None, options, &reporter)?);
     }
     let started = timings::phase("deploy", started);
     let clean = reports
         .iter()
         .all(|r| r.summary.failed == 0 && r.summary.skipped == 0);
     if !options.dry_run && clean {
-        fastpath::remember(
-            &options.root,
-            &options.environment,
+        let manifest = incremental::manifest_of_full_run(
+            &configured.db,
+            configured.deployment,
             target.host.as_deref(),
-            &configured.sources,
             &configured.graphs,
-            &reports
-                .iter()
-                .filter_map(|r| r.state.as_ref())
-                .collect::<Vec<_>>(),
-        )?;
+            &reports,
+        );
+        if let Some(manifest) = manifest {
+            manifest.write(&options.environment)?;
+        }
         timings::phase("manifest", started);
     }
     Ok(reports)
@@ -230,12 +220,13 @@ fn deploy_configured(
 /// What configuring produced, and the files it was produced from.
 struct Configured {
     graphs: Vec<Arc<HostGraph>>,
-    sources: Vec<(String, Option<db::FileStat>)>,
+    db: Database,
+    deployment: Deployment,
 }
 
 fn configure_all(root: &Path, target: &Target) -> Result<Configured> {
     let db = Database::new(root);
-    let deployment = Deployment::new(&db, root.to_path_buf(), target.env.clone());
+    let deployment = Deployment::new(&db, root.to_path_buf(), target.env.clone(), None);
     let env = environment_def(&db, deployment)
         .clone()
         .map_err(|error| unknown_environment_hint(error, root))?;
@@ -262,7 +253,8 @@ fn configure_all(root: &Path, target: &Target) -> Result<Configured> {
             .into_iter()
             .filter(|graph| selected.contains(&graph.host))
             .collect(),
-        sources: db.sources(),
+        db,
+        deployment,
     })
 }
 

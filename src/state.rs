@@ -1,28 +1,37 @@
 //! What was applied on this host, kept between runs.
 //!
-//! State lives in `.tack/state/<environment>/<host>.json`: for each node
-//! the key and named inputs last applied, the output fingerprint, what was
-//! observed on disk right after (stat and content hash), and whether the
-//! last attempt finished. It is written atomically (temp file in the same
-//! directory, fsync, rename), so a reader sees the old state or the new
-//! one, never half of each.
+//! State lives in `.tack/state/<environment>/<host>/<component>.json`, one
+//! file per component: for each node the key and named inputs last
+//! applied, the output fingerprint, what was observed on disk right after
+//! (stat and content hash), and whether the last attempt finished. One
+//! file per component keeps a deploy that touches one component from
+//! reading and rewriting the records of all the others (at 10k files the
+//! whole state is megabytes of JSON). Each file is replaced atomically
+//! (temp file in the same directory, rename), so a reader sees the old
+//! records of a component or the new ones, never half of each.
 //!
 //! While a deploy runs, each finished node is appended to a journal beside
-//! the state file (`<host>.journal`, one JSON record per line). Before any
-//! node runs, the nodes about to run are marked unfinished in the state
-//! file. A deploy killed at any point therefore leaves: the state file
-//! naming every node it was about to touch as unfinished, and the journal
-//! naming exactly those that finished. Loading replays the journal over the
-//! state; a torn last line is ignored, which only means that node runs
-//! again. A corrupt state file is discarded with a warning: everything is
-//! then verified against the disk, never trusted blindly.
+//! the state directory (`<host>.journal`, one JSON record per line). Before
+//! any node runs, the nodes about to run are marked unfinished in their
+//! component's file. A deploy killed at any point therefore leaves: the
+//! state naming every node it was about to touch as unfinished, and the
+//! journal naming exactly those that finished. Loading replays the journal
+//! over the state; a torn last line is ignored, which only means that node
+//! runs again. The journal is removed only after every changed component
+//! file is written, so a kill while saving replays it again next time.
+//!
+//! A corrupt or truncated file (a power cut can leave one: the files are
+//! not fsynced) is discarded with a warning: the records of that component
+//! are then verified against the disk, never trusted blindly. A state
+//! written by an older tack as one `<host>.json` is read once and split.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomically;
@@ -31,21 +40,75 @@ use crate::fingerprint::Fingerprint;
 use crate::process::Process;
 use crate::provenance::Inputs;
 
-/// Bumped when the layout changes; an older file is then discarded.
+/// Bumped when the layout of a record changes; an older file is then
+/// discarded. (Format 1 is the single-file layout, whose records are the
+/// same and are split on load.)
 const FORMAT: u32 = 1;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The records of some or all components of one host, in memory.
+#[derive(Clone, Debug, Default)]
 pub struct State {
-    pub format: u32,
-    pub nodes: BTreeMap<String, NodeRecord>,
+    nodes: BTreeMap<String, NodeRecord>,
+    /// Components whose records differ from their file.
+    changed: BTreeSet<String>,
 }
 
-impl Default for State {
-    fn default() -> State {
-        State {
-            format: FORMAT,
-            nodes: BTreeMap::new(),
+/// One file: the records of one component (or, in the old layout, of all).
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    format: u32,
+    nodes: BTreeMap<String, NodeRecord>,
+}
+
+/// The component a node id belongs to: ids are `component/resource`.
+pub fn component_of(id: &str) -> &str {
+    id.split('/').next().unwrap_or(id)
+}
+
+impl State {
+    pub fn get(&self, id: &str) -> Option<&NodeRecord> {
+        self.nodes.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &String> {
+        self.nodes.keys()
+    }
+
+    pub fn insert(&mut self, id: String, record: NodeRecord) {
+        if self.nodes.get(&id) != Some(&record) {
+            self.changed.insert(component_of(&id).to_string());
+            self.nodes.insert(id, record);
         }
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<NodeRecord> {
+        let removed = self.nodes.remove(id);
+        if removed.is_some() {
+            self.changed.insert(component_of(id).to_string());
+        }
+        removed
+    }
+
+    /// Marks a recorded node as being rerun: if the deploy dies before it
+    /// finished, the next run knows it did not.
+    pub fn mark_unfinished(&mut self, id: &str) {
+        if let Some(record) = self.nodes.get_mut(id).filter(|record| record.finished) {
+            record.finished = false;
+            self.changed.insert(component_of(id).to_string());
+        }
+    }
+
+    /// Whether anything differs from the files.
+    pub fn is_changed(&self) -> bool {
+        !self.changed.is_empty()
     }
 }
 
@@ -86,7 +149,9 @@ pub struct Observed {
 
 /// The state of one environment on one host, and its journal.
 pub struct StateStore {
-    file: PathBuf,
+    dir: PathBuf,
+    /// The single file of the old layout.
+    legacy: PathBuf,
     journal_path: PathBuf,
     journal: Mutex<Option<File>>,
 }
@@ -101,14 +166,25 @@ impl StateStore {
     pub fn new(root: &Path, environment: &str, host: &str) -> StateStore {
         let dir = root.join(".tack").join("state").join(environment);
         StateStore {
-            file: dir.join(format!("{host}.json")),
+            dir: dir.join(host),
+            legacy: dir.join(format!("{host}.json")),
             journal_path: dir.join(format!("{host}.journal")),
             journal: Mutex::new(None),
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.file
+    /// The directory of the component files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether any state was ever saved here.
+    pub fn exists(&self) -> bool {
+        self.dir.exists() || self.legacy.exists()
+    }
+
+    fn component_file(&self, component: &str) -> PathBuf {
+        self.dir.join(format!("{component}.json"))
     }
 
     /// A journal means a deploy is running here or was killed.
@@ -116,61 +192,128 @@ impl StateStore {
         self.journal_path.exists()
     }
 
-    /// The last state, with the journal of an interrupted run replayed.
-    /// Returns warnings for a reader, never fails on bad content.
+    /// The whole last state, with the journal of an interrupted run
+    /// replayed. Returns warnings for a reader, never fails on bad content.
     pub fn load(&self) -> (State, Vec<String>) {
-        let mut warnings = Vec::new();
-        let mut state = match fs::read(&self.file) {
-            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
-                Ok(state) if state.format == FORMAT => state,
-                Ok(_) => {
-                    warnings.push(format!(
-                        "`{}` has an older format; verifying everything against disk",
-                        self.file.display()
-                    ));
-                    State::default()
+        let mut components: Vec<String> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().to_string();
+                name.strip_suffix(".json").map(str::to_string)
+            })
+            .filter(|name| crate::environment::is_name(name))
+            .collect();
+        components.sort();
+        let (mut state, mut warnings) = self.load_components(&components);
+        if let Some(legacy) = read_state_file(&self.legacy, &mut warnings) {
+            // Split into component files at the next save.
+            for (id, record) in legacy {
+                if !state.nodes.contains_key(&id) {
+                    state.changed.insert(component_of(&id).to_string());
+                    state.nodes.insert(id, record);
                 }
-                Err(error) => {
-                    warnings.push(format!(
-                        "`{}` is corrupt ({error}); verifying everything against disk",
-                        self.file.display()
-                    ));
-                    State::default()
-                }
-            },
-            Err(_) => State::default(),
-        };
-        if let Ok(file) = File::open(&self.journal_path) {
-            for line in BufReader::new(file).lines() {
-                let Ok(line) = line else { break };
-                // A torn last line is expected after a kill: that node reruns.
-                let Ok(entry) = serde_json::from_str::<JournalEntry>(&line) else {
-                    break;
-                };
-                state.nodes.insert(entry.id, entry.record);
             }
+        }
+        self.replay_journal(&mut state);
+        (state, warnings)
+    }
+
+    /// The records of `components` only, for a run that touches just
+    /// those. The journal is not replayed: a run that finds one loads all.
+    pub fn load_components(&self, components: &[String]) -> (State, Vec<String>) {
+        let loaded: Vec<(BTreeMap<String, NodeRecord>, Vec<String>)> = components
+            .par_iter()
+            .map(|component| {
+                let mut warnings = Vec::new();
+                let path = self.component_file(component);
+                let mut nodes = read_state_file(&path, &mut warnings).unwrap_or_default();
+                // A record filed under another component is not trusted.
+                nodes.retain(|id, _| component_of(id) == component);
+                (nodes, warnings)
+            })
+            .collect();
+        let mut state = State::default();
+        let mut warnings = Vec::new();
+        for (nodes, more) in loaded {
+            state.nodes.extend(nodes);
+            warnings.extend(more);
         }
         (state, warnings)
     }
 
-    /// Saves `state` atomically and drops the journal it supersedes.
-    pub fn save(&self, state: &State) -> Result<()> {
-        let mut state_bytes = serde_json::to_vec(state)
-            .map_err(|error| Error::io("serialize", &self.file, std::io::Error::other(error)))?;
-        state_bytes.push(b'\n');
-        write_atomically(&self.file, &state_bytes, 0o600, true)?;
-        *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        match fs::remove_file(&self.journal_path) {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(Error::io("remove", &self.journal_path, error)),
+    fn replay_journal(&self, state: &mut State) {
+        let Ok(file) = File::open(&self.journal_path) else {
+            return;
+        };
+        for line in BufReader::new(file).lines() {
+            let Ok(line) = line else { break };
+            // A torn last line is expected after a kill: that node reruns.
+            let Ok(entry) = serde_json::from_str::<JournalEntry>(&line) else {
+                break;
+            };
+            state.insert(entry.id, entry.record);
         }
+    }
+
+    /// Writes the file of every changed component (removing the file of a
+    /// component with no records left), then drops the journal and the old
+    /// single file they supersede.
+    pub fn save(&self, state: &mut State) -> Result<()> {
+        let changed: Vec<String> = std::mem::take(&mut state.changed).into_iter().collect();
+        let written: Vec<Result<()>> = changed
+            .par_iter()
+            .map(|component| {
+                let path = self.component_file(component);
+                let prefix = format!("{component}/");
+                let nodes: BTreeMap<String, NodeRecord> = state
+                    .nodes
+                    .range(prefix.clone()..)
+                    .take_while(|(id, _)| id.starts_with(&prefix))
+                    .map(|(id, record)| (id.clone(), record.clone()))
+                    .collect();
+                if nodes.is_empty() {
+                    return match fs::remove_file(&path) {
+                        Ok(()) => Ok(()),
+                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                        Err(error) => Err(Error::io("remove", &path, error)),
+                    };
+                }
+                let file = StateFile {
+                    format: FORMAT,
+                    nodes,
+                };
+                let mut bytes = serde_json::to_vec(&file)
+                    .map_err(|error| Error::io("serialize", &path, std::io::Error::other(error)))?;
+                bytes.push(b'\n');
+                write_atomically(&path, &bytes, 0o600, false)
+            })
+            .collect();
+        if let Some(error) = written.into_iter().find_map(Result::err) {
+            // Written again next time; the journal still covers them.
+            state.changed.extend(changed);
+            return Err(error);
+        }
+        fs::create_dir_all(&self.dir).map_err(|error| Error::io("create", &self.dir, error))?;
+        *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        for path in [&self.journal_path, &self.legacy] {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Error::io("remove", path, error)),
+            }
+        }
+        Ok(())
     }
 
     /// Appends one finished node to the journal.
     pub fn journal(&self, id: &str, record: &NodeRecord) -> Result<()> {
         let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         if journal.is_none() {
+            if let Some(dir) = self.journal_path.parent() {
+                fs::create_dir_all(dir).map_err(|error| Error::io("create", dir, error))?;
+            }
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -198,6 +341,32 @@ impl StateStore {
     }
 }
 
+/// The records of one state file; `None` if it is missing, and with a
+/// warning if it cannot be trusted.
+fn read_state_file(
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Option<BTreeMap<String, NodeRecord>> {
+    let bytes = fs::read(path).ok()?;
+    match serde_json::from_slice::<StateFile>(&bytes) {
+        Ok(file) if file.format == FORMAT => Some(file.nodes),
+        Ok(_) => {
+            warnings.push(format!(
+                "`{}` has another format; verifying its nodes against disk",
+                path.display()
+            ));
+            None
+        }
+        Err(error) => {
+            warnings.push(format!(
+                "`{}` is corrupt ({error}); verifying its nodes against disk",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,33 +391,83 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path(), "dev", "localhost");
         let mut state = State::default();
-        state.nodes.insert("a".into(), record("A", false));
-        state.nodes.insert("b".into(), record("B", false));
-        store.save(&state).unwrap();
-        store.journal("a", &record("A", true)).unwrap();
+        state.insert("app/a".into(), record("A", false));
+        state.insert("app/b".into(), record("B", false));
+        store.save(&mut state).unwrap();
+        store.journal("app/a", &record("A", true)).unwrap();
         let mut journal = OpenOptions::new()
             .append(true)
             .open(&store.journal_path)
             .unwrap();
-        journal.write_all(b"{\"id\":\"b\",\"rec").unwrap();
+        journal.write_all(b"{\"id\":\"app/b\",\"rec").unwrap();
 
         let (loaded, warnings) = StateStore::new(dir.path(), "dev", "localhost").load();
         assert!(warnings.is_empty());
-        assert!(loaded.nodes["a"].finished);
+        assert!(loaded.nodes["app/a"].finished);
         assert!(
-            !loaded.nodes["b"].finished,
+            !loaded.nodes["app/b"].finished,
             "a torn entry must not count as finished"
         );
+    }
+
+    #[test]
+    fn each_component_has_its_file_and_only_changed_ones_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path(), "dev", "localhost");
+        let mut state = State::default();
+        state.insert("app/a".into(), record("A", true));
+        state.insert("db/b".into(), record("B", true));
+        store.save(&mut state).unwrap();
+        let db_file = store.dir().join("db.json");
+        let written = fs::metadata(&db_file).unwrap().modified().unwrap();
+
+        let (mut state, _) = store.load_components(&["app".to_string()]);
+        assert_eq!(state.ids().collect::<Vec<_>>(), ["app/a"]);
+        state.insert("app/c".into(), record("C", true));
+        store.save(&mut state).unwrap();
+
+        assert_eq!(fs::metadata(&db_file).unwrap().modified().unwrap(), written);
+        let (all, warnings) = store.load();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(all.ids().collect::<Vec<_>>(), ["app/a", "app/c", "db/b"]);
+
+        let mut all = all;
+        all.remove("db/b");
+        store.save(&mut all).unwrap();
+        assert!(!db_file.exists(), "a component with no records has no file");
+    }
+
+    #[test]
+    fn the_single_file_of_older_versions_is_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path(), "dev", "localhost");
+        let old = StateFile {
+            format: FORMAT,
+            nodes: [("app/a".to_string(), record("A", true))].into(),
+        };
+        let legacy = dir.path().join(".tack/state/dev/localhost.json");
+        fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+        fs::write(&legacy, serde_json::to_vec(&old).unwrap()).unwrap();
+
+        let (mut state, _) = store.load();
+        assert!(state.get("app/a").is_some());
+        store.save(&mut state).unwrap();
+        assert!(!legacy.exists());
+        assert!(store.dir().join("app.json").exists());
     }
 
     #[test]
     fn corrupt_state_is_discarded_with_a_warning() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path(), "dev", "localhost");
-        fs::create_dir_all(store.path().parent().unwrap()).unwrap();
-        fs::write(store.path(), b"{\"format\": 1, \"nodes\": {").unwrap();
+        fs::create_dir_all(store.dir()).unwrap();
+        fs::write(
+            store.dir().join("app.json"),
+            b"{\"format\": 1, \"nodes\": {",
+        )
+        .unwrap();
         let (state, warnings) = store.load();
-        assert!(state.nodes.is_empty());
+        assert!(state.is_empty());
         assert!(warnings[0].contains("corrupt"), "{warnings:?}");
     }
 }

@@ -35,6 +35,10 @@ mod safety;
 /// The no-op fast path never hides a change.
 mod fastpath;
 
+/// A change reconfigures only the components it reaches; what the record
+/// of the last deploy cannot vouch for takes the full path.
+mod partial;
+
 /// The prebuilt `[supervisor]`: per-program restarts with the real
 /// supervisor.
 mod supervisor;

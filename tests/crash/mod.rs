@@ -278,21 +278,31 @@ fn record(value: &Value) -> Record {
     }
 }
 
-const STATE: &str = ".tack/state/dev/localhost.json";
+const STATE: &str = ".tack/state/dev/localhost";
 const JOURNAL: &str = ".tack/state/dev/localhost.journal";
 
-/// The records of the state file by node id, if it parses.
+/// The records of the state by node id, one file per component, if every
+/// file parses. No directory yet is no records.
 fn state(d: &Deployment) -> Result<BTreeMap<String, Record>, String> {
-    let bytes = fs::read(d.path(STATE)).map_err(|e| format!("cannot read {STATE}: {e}"))?;
-    let state: Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{STATE} is not JSON: {e}"))?;
-    let nodes = state["nodes"]
-        .as_object()
-        .ok_or_else(|| format!("{STATE} has no `nodes`"))?;
-    Ok(nodes
-        .iter()
-        .map(|(id, v)| (id.clone(), record(v)))
-        .collect())
+    let mut records = BTreeMap::new();
+    let Ok(entries) = fs::read_dir(d.path(STATE)) else {
+        return Ok(records);
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.extension().is_none_or(|ext| ext != "json") {
+            continue;
+        }
+        let shown = path.display();
+        let bytes = fs::read(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let state: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{shown} is not JSON: {e}"))?;
+        let nodes = state["nodes"]
+            .as_object()
+            .ok_or_else(|| format!("{shown} has no `nodes`"))?;
+        records.extend(nodes.iter().map(|(id, v)| (id.clone(), record(v))));
+    }
+    Ok(records)
 }
 
 /// What a run would believe after the kill: the state file (or nothing)

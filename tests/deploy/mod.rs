@@ -582,7 +582,7 @@ fn same_rendered_output_is_not_rewritten() {
 #[test]
 fn state_is_kept_and_rebuilt_from_disk() {
     let d = deployed();
-    assert!(d.exists(".tack/state/dev/localhost.json"));
+    assert!(d.exists(".tack/state/dev/localhost/app.json"));
 
     fs::remove_dir_all(d.path(".tack")).unwrap();
     d.write("work/app/motd", "edited by hand\n");
@@ -599,7 +599,7 @@ fn state_is_kept_and_rebuilt_from_disk() {
         set(&["work/app/motd"])
     );
     assert_eq!(d.read("work/app/motd"), "Welcome, world!\n");
-    assert!(d.exists(".tack/state/dev/localhost.json"));
+    assert!(d.exists(".tack/state/dev/localhost/app.json"));
 
     let out = d.tack(&["local", "dev"]).success();
     assert_eq!(out.updated(), set(&[]), "{out}");
@@ -609,7 +609,7 @@ fn state_is_kept_and_rebuilt_from_disk() {
 fn corrupt_state_is_discarded_with_a_warning() {
     let d = deployed();
     d.write(
-        ".tack/state/dev/localhost.json",
+        ".tack/state/dev/localhost/app.json",
         "{\"format\": 1, \"nodes\": {gar",
     );
     d.write("work/app/motd", "edited by hand\n");
@@ -617,7 +617,7 @@ fn corrupt_state_is_discarded_with_a_warning() {
     let out = d.tack(&["local", "dev"]).success();
 
     assert!(out.stderr.contains("warning:"), "{out}");
-    assert!(out.stderr.contains("localhost.json"), "{out}");
+    assert!(out.stderr.contains("app.json"), "{out}");
     assert_eq!(out.updated(), set(&["App > File(motd)"]), "{out}");
     assert_eq!(d.read("work/app/motd"), "Welcome, world!\n");
 

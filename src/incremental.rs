@@ -1,0 +1,537 @@
+//! A repeated deploy that costs what changed, not what exists.
+//!
+//! From the manifest of the last clean deploy (see [`crate::manifest`]) a
+//! run first looks, in parallel, at every source file's stat and every
+//! node's target. That alone is the cost of a no-op: when nothing differs,
+//! nothing is configured, rendered or loaded, and nothing is written.
+//!
+//! Otherwise the components to redo are the *seeds*: those with a source
+//! file whose stat changed, those whose `[component:NAME]` overrides
+//! changed, and those with a node whose target drifted. A change can reach
+//! further only through provide/require, so the run reconfigures the seeds
+//! and everything that requires from them, transitively (their templates
+//! read the provided values), plus the same-host providers of all those
+//! (a barrier node's key includes its providers' node outputs, so their
+//! nodes must be in the graph). Only those components are configured, only
+//! their state files are loaded and saved, and the executor sees only
+//! their nodes; the untouched rest is reported unchanged.
+//!
+//! The resolved wiring is taken from the manifest instead of being
+//! resolved again (which would read every component): it is only used
+//! while the environment's settings and hosts are unchanged and every
+//! reconfigured component still provides and requires the same keys.
+//! Anything the manifest cannot vouch for takes the full path, which is
+//! always correct: a changed setting or host list, a component whose nodes
+//! or targets changed, a seed on a host this run does not deploy, a file
+//! that belongs to no component, a configuration error (so that every
+//! error of the environment is reported, not just those of the part), a
+//! journal left by a killed run, `--force` and `--prune`.
+//!
+//! The differential test (`tests/incremental`) checks that this path ends
+//! where a fresh deploy ends, over random edits.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::configure::{assemble, component_def, environment_def, wiring_signature, Placement};
+use crate::db::{Database, Deployment, FileStat};
+use crate::deploy::{deploy_host, HostReport, NodeReport, Options};
+use crate::environment::EnvironmentDef;
+use crate::error::Result;
+use crate::graph::HostGraph;
+use crate::lock::DeployLock;
+use crate::manifest::{self, Manifest, Pythons, Source};
+use crate::report::{Reporter, Summary};
+use crate::state::StateStore;
+
+/// How a run went, or why it must take the full path.
+pub enum Outcome {
+    Done(Vec<HostReport>),
+    /// Configure everything: the reason, for `--explain`. Nothing was
+    /// written.
+    Full(String),
+}
+
+/// What a run found by looking at the manifest's files and targets.
+struct Look {
+    /// Components to redo, by name.
+    seeds: BTreeSet<String>,
+    /// The environment file as parsed now, if its stat changed.
+    environment: Option<EnvironmentDef>,
+}
+
+/// Deploys what changed since the manifest was written.
+pub fn run(
+    options: &Options,
+    host: Option<&str>,
+    reporter_for: &dyn Fn(&str, bool) -> Reporter,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    if !options.force.is_empty() || options.prune {
+        return Ok(Outcome::Full(
+            "--force and --prune look at everything".into(),
+        ));
+    }
+    let Some(read) = manifest::read(&options.root, &options.environment) else {
+        return Ok(Outcome::Full(
+            "no record of a clean deploy by this tack build".into(),
+        ));
+    };
+    let (mut manifest, written) = read;
+    if manifest.host.as_deref() != host {
+        return Ok(Outcome::Full(
+            "the last clean deploy chose other hosts".into(),
+        ));
+    }
+    let phase = crate::timings::phase("read manifest", started);
+    let journal = manifest.hosts.iter().any(|record| {
+        StateStore::new(&options.root, &options.environment, &record.host).journal_exists()
+    });
+    if journal {
+        return Ok(Outcome::Full(
+            "a deploy was interrupted: its journal is replayed".into(),
+        ));
+    }
+    let look = match look(&options.root, &manifest, written) {
+        Ok(look) => look,
+        Err(why) => return Ok(Outcome::Full(why)),
+    };
+    let phase = crate::timings::phase("look at sources and targets", phase);
+    if look.seeds.is_empty() && look.environment.is_none() {
+        let reports = nothing_to_do(&manifest, options, reporter_for, started);
+        return Ok(Outcome::Done(reports));
+    }
+
+    let part = match configure_part(options, &manifest, &look) {
+        Ok(part) => part,
+        Err(why) => return Ok(Outcome::Full(why)),
+    };
+    let phase = crate::timings::phase("configure the part", phase);
+    if options.explain {
+        if let Some(first) = manifest.hosts.first() {
+            let changed: Vec<&str> = look.seeds.iter().map(String::as_str).collect();
+            let changed = if changed.is_empty() {
+                "only the environment file's layout changed".to_string()
+            } else {
+                format!("changed: {}", changed.join(", "))
+            };
+            reporter_for(&first.host, false).line(&format!(
+                "Configuring {} of {} components ({changed})",
+                part.components.len(),
+                manifest.components.len(),
+            ));
+        }
+    }
+
+    let _lock = if options.dry_run {
+        None
+    } else {
+        let manifest_path = manifest::path(&options.root, &options.environment);
+        let before = FileStat::of(&manifest_path);
+        let waiting =
+            |holder: &str| eprintln!("waiting for the deploy lock of this directory ({holder})");
+        let lock = DeployLock::acquire(&options.root, options.lock_timeout, &waiting)?;
+        // Another deploy finished while this one waited: what was looked
+        // at is stale.
+        if FileStat::of(&manifest_path) != before {
+            return Ok(Outcome::Full(
+                "another deploy finished while this one waited".into(),
+            ));
+        }
+        manifest::forget(&options.root, &options.environment);
+        Some(lock)
+    };
+
+    let several = manifest.hosts.len() > 1;
+    let mut reports = Vec::new();
+    for (record, graph) in manifest.hosts.iter().zip(&part.graphs) {
+        let reporter = reporter_for(&record.host, several);
+        let untouched = record
+            .components
+            .iter()
+            .filter(|placed| !part.components.contains(&placed.component))
+            .map(|placed| placed.nodes.len())
+            .sum();
+        let report = deploy_host(graph, Some(untouched), options, &reporter)?;
+        reports.push(report);
+    }
+    let phase = crate::timings::phase("deploy", phase);
+
+    let clean = reports
+        .iter()
+        .all(|r| r.summary.failed == 0 && r.summary.skipped == 0);
+    if !options.dry_run && clean && update(&mut manifest, &part, &look, &reports) {
+        manifest.write(&options.environment)?;
+        crate::timings::phase("manifest", phase);
+    }
+    for (record, report) in manifest.hosts.iter().zip(reports.iter_mut()) {
+        report.nodes = in_host_order(record, std::mem::take(&mut report.nodes));
+    }
+    Ok(Outcome::Done(reports))
+}
+
+/// Whether a file still has the stat it was read with. A stat as recent as
+/// the manifest itself is never trusted (git's "racily clean" entries): the
+/// file may have been written again within the same tick of the clock
+/// that stamps files, after it was read, with the same size.
+fn unchanged(root: &Path, (source, stat): &Source, written: FileStat) -> bool {
+    let racy = stat.is_some_and(|stat| stat.mtime >= written.mtime || stat.ctime >= written.mtime);
+    !racy && &FileStat::of(&root.join(source)) == stat
+}
+
+/// Stats every source and checks every target, in parallel; `Err` says
+/// why the full path must run.
+fn look(root: &Path, manifest: &Manifest, written: FileStat) -> std::result::Result<Look, String> {
+    let (changed, drifted) = rayon::join(
+        || {
+            manifest
+                .components
+                .par_iter()
+                .filter(|(_, record)| {
+                    !record
+                        .sources
+                        .iter()
+                        .all(|source| unchanged(root, source, written))
+                })
+                .map(|(name, _)| name.clone())
+                .collect::<BTreeSet<String>>()
+        },
+        || {
+            let pythons = Pythons::default();
+            manifest
+                .hosts
+                .par_iter()
+                .flat_map(|host| host.components.par_iter())
+                .filter(|placed| !placed.nodes.iter().all(|n| n.check.holds(&pythons)))
+                .map(|placed| placed.component.clone())
+                .collect::<BTreeSet<String>>()
+        },
+    );
+    let mut seeds: BTreeSet<String> = changed.into_iter().chain(drifted).collect();
+    let file = &manifest.environment.0;
+    let environment = if unchanged(root, &manifest.environment, written) {
+        None
+    } else {
+        let unreadable = || format!("`{file}` cannot be read or parsed");
+        let text = std::fs::read_to_string(root.join(file)).map_err(|_| unreadable())?;
+        let name = file
+            .strip_prefix("environments/")
+            .and_then(|name| name.strip_suffix(".cfg"))
+            .ok_or_else(unreadable)?;
+        let env = EnvironmentDef::parse(name, file, &text).map_err(|_| unreadable())?;
+        if env.settings_digest() != manifest.settings {
+            return Err(format!("the settings or hosts of `{file}` changed"));
+        }
+        for (name, record) in &manifest.components {
+            if manifest::overrides_digest(&env, name) != record.overrides {
+                seeds.insert(name.clone());
+            }
+        }
+        Some(env)
+    };
+    Ok(Look { seeds, environment })
+}
+
+/// The reports of a run with nothing to do.
+fn nothing_to_do(
+    manifest: &Manifest,
+    options: &Options,
+    reporter_for: &dyn Fn(&str, bool) -> Reporter,
+    started: Instant,
+) -> Vec<HostReport> {
+    let mut reports = Vec::new();
+    for record in &manifest.hosts {
+        let nodes = in_host_order(record, Vec::new());
+        let summary = Summary {
+            unchanged: nodes.len(),
+            ..Summary::default()
+        };
+        let elapsed = started.elapsed();
+        reporter_for(&record.host, false).line(&summary.line(
+            &record.host,
+            options.dry_run,
+            elapsed,
+        ));
+        reports.push(HostReport {
+            host: record.host.clone(),
+            dry_run: options.dry_run,
+            summary,
+            seconds: elapsed.as_secs_f64(),
+            nodes,
+            state: None,
+        });
+    }
+    crate::timings::phase("nothing to do", started);
+    reports
+}
+
+/// The nodes of a host in graph order: the reports of the nodes that were
+/// part of the run where they stand, the others unchanged, and any report
+/// of a node not configured (removed) at the end.
+fn in_host_order(record: &manifest::HostRecord, ran: Vec<NodeReport>) -> Vec<NodeReport> {
+    let mut ran: BTreeMap<String, NodeReport> = ran
+        .into_iter()
+        .map(|report| (report.id.clone(), report))
+        .collect();
+    let mut nodes = Vec::new();
+    for check in record.components.iter().flat_map(|placed| &placed.nodes) {
+        let report = ran.remove(&check.id).unwrap_or_else(|| NodeReport {
+            id: check.id.clone(),
+            display: check.display.clone(),
+            outcome: "unchanged".into(),
+            reasons: Vec::new(),
+            seconds: None,
+            error: None,
+        });
+        nodes.push(report);
+    }
+    nodes.extend(ran.into_values());
+    nodes
+}
+
+/// The part of the deployment a run reconfigures.
+struct Part {
+    db: Database,
+    deployment: Deployment,
+    /// Component names with nodes in the graphs.
+    components: BTreeSet<String>,
+    /// One graph per host of the manifest, in its order.
+    graphs: Vec<HostGraph>,
+}
+
+/// Configures the seeds, what requires from them and their same-host
+/// providers; `Err` says why the manifest cannot vouch for the rest.
+fn configure_part(
+    options: &Options,
+    manifest: &Manifest,
+    look: &Look,
+) -> std::result::Result<Part, String> {
+    let wiring = &manifest.wiring;
+    let deployed: BTreeSet<&str> = manifest.hosts.iter().map(|h| h.host.as_str()).collect();
+    let placed_on_deployed = |component: &str| {
+        wiring
+            .placements
+            .iter()
+            .any(|p| p.component == component && deployed.contains(p.host.as_str()))
+    };
+    if let Some(seed) = look.seeds.iter().find(|seed| !placed_on_deployed(seed)) {
+        return Err(format!(
+            "`{seed}` changed, and no host this run deploys has it"
+        ));
+    }
+
+    // Seeds, then everything requiring from them, on any host.
+    let mut requirers: BTreeMap<&Placement, Vec<&Placement>> = BTreeMap::new();
+    for ((requirer, _), providers) in &wiring.providers {
+        for provider in providers {
+            requirers.entry(provider).or_default().push(requirer);
+        }
+    }
+    let mut reached: BTreeSet<&Placement> = BTreeSet::new();
+    let mut queue: VecDeque<&Placement> = wiring
+        .placements
+        .iter()
+        .filter(|p| look.seeds.contains(&p.component))
+        .collect();
+    while let Some(placement) = queue.pop_front() {
+        if reached.insert(placement) {
+            queue.extend(requirers.get(placement).into_iter().flatten());
+        }
+    }
+    // Of those on deployed hosts, their same-host providers.
+    let mut queue: VecDeque<&Placement> = reached
+        .iter()
+        .copied()
+        .filter(|p| deployed.contains(p.host.as_str()))
+        .collect();
+    let mut part: BTreeSet<&Placement> = BTreeSet::new();
+    while let Some(placement) = queue.pop_front() {
+        if part.insert(placement) {
+            queue.extend(
+                wiring
+                    .providers_of(placement)
+                    .filter(|p| p.host == placement.host),
+            );
+        }
+    }
+
+    let db = Database::new(&options.root);
+    let deployment = Deployment::new(
+        &db,
+        options.root.clone(),
+        options.environment.clone(),
+        Some(wiring.clone()),
+    );
+    let configuration_error = || "the configuration has an error".to_string();
+    if let Some(env) = &look.environment {
+        // The environment file is read again by the queries; it must say
+        // what was looked at.
+        let now = environment_def(&db, deployment)
+            .as_ref()
+            .map_err(|_| configuration_error())?;
+        if now.as_ref() != env {
+            return Err(format!("`{}` changed while it was read", env.file));
+        }
+    }
+    let components: BTreeSet<String> = part.iter().map(|p| p.component.clone()).collect();
+    for component in &components {
+        let def = component_def(&db, deployment, component.clone())
+            .as_ref()
+            .map_err(|_| configuration_error())?;
+        let recorded = manifest.components.get(component).map(|c| c.signature);
+        if Some(wiring_signature(def)) != recorded {
+            return Err(format!("`{component}` provides or requires other keys"));
+        }
+    }
+    let mut graphs = Vec::new();
+    for record in &manifest.hosts {
+        let order: Vec<String> = wiring
+            .order
+            .get(&record.host)
+            .ok_or_else(configuration_error)?
+            .iter()
+            .filter(|component| {
+                part.contains(&Placement {
+                    host: record.host.clone(),
+                    component: (*component).clone(),
+                })
+            })
+            .cloned()
+            .collect();
+        let graph =
+            assemble(&db, deployment, &record.host, &order).map_err(|_| configuration_error())?;
+        let reshaped = order.iter().find(|component| {
+            let recorded = record
+                .components
+                .iter()
+                .find(|placed| &placed.component == *component)
+                .map_or_else(|| manifest::shape([]), |placed| placed.shape);
+            manifest::shape(graph.nodes.iter().filter(|n| &n.component == *component)) != recorded
+        });
+        if let Some(component) = reshaped {
+            return Err(format!(
+                "`{component}` has other resources or targets than before"
+            ));
+        }
+        graphs.push(graph);
+    }
+    Ok(Part {
+        db,
+        deployment,
+        components,
+        graphs,
+    })
+}
+
+/// Brings the manifest up to date after a clean run of `part`; `false`
+/// if it cannot vouch for the result (then it stays forgotten).
+fn update(manifest: &mut Manifest, part: &Part, look: &Look, reports: &[HostReport]) -> bool {
+    let read = part.db.sources();
+    let root = manifest.root.clone();
+    if !manifest::unchanged_since_read(&root, &read) {
+        return false;
+    }
+    if let Some(env) = &look.environment {
+        let Some(stat) = read
+            .iter()
+            .find(|(path, _)| path == &manifest.environment.0)
+        else {
+            return false;
+        };
+        manifest.environment = stat.clone();
+        for (name, record) in manifest.components.iter_mut() {
+            record.overrides = manifest::overrides_digest(env, name);
+        }
+    }
+    let Some(mut by_component) = manifest::sources_by_component(&read, &manifest.environment.0)
+    else {
+        return false;
+    };
+    for component in &part.components {
+        let Ok(def) = component_def(&part.db, part.deployment, component.clone()) else {
+            return false;
+        };
+        let env = match environment_def(&part.db, part.deployment) {
+            Ok(env) => env.clone(),
+            Err(_) => return false,
+        };
+        let sources = by_component.remove(component).unwrap_or_default();
+        let record = manifest::component_record(&env, def, sources);
+        manifest.components.insert(component.clone(), record);
+    }
+    // A seed is part of the run, so its files were read again above.
+    for ((record, graph), report) in manifest.hosts.iter_mut().zip(&part.graphs).zip(reports) {
+        let Some(state) = &report.state else {
+            return false;
+        };
+        let Some(placed) = manifest::placed_records(graph, state) else {
+            return false;
+        };
+        let mut placed: BTreeMap<String, manifest::PlacedRecord> = placed
+            .into_iter()
+            .map(|placed| (placed.component.clone(), placed))
+            .collect();
+        for old in record.components.iter_mut() {
+            if let Some(new) = placed.remove(&old.component) {
+                *old = new;
+            }
+        }
+    }
+    true
+}
+
+/// The manifest after a clean full run, or `None` if one of the files it
+/// read belongs to no component.
+pub fn manifest_of_full_run(
+    db: &Database,
+    deployment: Deployment,
+    host: Option<&str>,
+    graphs: &[Arc<HostGraph>],
+    reports: &[HostReport],
+) -> Option<Manifest> {
+    let root = deployment.root(db).clone();
+    let env = environment_def(db, deployment).clone().ok()?;
+    let wiring = crate::configure::wiring(db, deployment).clone().ok()?;
+    let read = db.sources();
+    if !manifest::unchanged_since_read(&root, &read) {
+        return None;
+    }
+    let environment = read.iter().find(|(path, _)| path == &env.file)?.clone();
+    let mut by_component = manifest::sources_by_component(&read, &env.file)?;
+    let mut components = BTreeMap::new();
+    for placement in &wiring.placements {
+        if components.contains_key(&placement.component) {
+            continue;
+        }
+        let def = component_def(db, deployment, placement.component.clone())
+            .as_ref()
+            .ok()?;
+        let sources = by_component
+            .remove(&placement.component)
+            .unwrap_or_default();
+        let record = manifest::component_record(&env, def, sources);
+        components.insert(placement.component.clone(), record);
+    }
+    let mut hosts = Vec::new();
+    for (graph, report) in graphs.iter().zip(reports) {
+        let placed = manifest::placed_records(graph, report.state.as_ref()?)?;
+        hosts.push(manifest::HostRecord {
+            host: graph.host.clone(),
+            components: placed,
+        });
+    }
+    Some(Manifest {
+        build: manifest::build_id(),
+        root,
+        host: host.map(str::to_string),
+        environment,
+        settings: env.settings_digest(),
+        wiring,
+        components,
+        hosts,
+    })
+}
