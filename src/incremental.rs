@@ -32,7 +32,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -482,56 +481,4 @@ fn update(manifest: &mut Manifest, part: &Part, look: &Look, reports: &[HostRepo
         }
     }
     true
-}
-
-/// The manifest after a clean full run, or `None` if one of the files it
-/// read belongs to no component.
-pub fn manifest_of_full_run(
-    db: &Database,
-    deployment: Deployment,
-    host: Option<&str>,
-    graphs: &[Arc<HostGraph>],
-    reports: &[HostReport],
-) -> Option<Manifest> {
-    let root = deployment.root(db).clone();
-    let env = environment_def(db, deployment).clone().ok()?;
-    let wiring = crate::configure::wiring(db, deployment).clone().ok()?;
-    let read = db.sources();
-    if !manifest::unchanged_since_read(&root, &read) {
-        return None;
-    }
-    let environment = read.iter().find(|(path, _)| path == &env.file)?.clone();
-    let mut by_component = manifest::sources_by_component(&read, &env.file)?;
-    let mut components = BTreeMap::new();
-    for placement in &wiring.placements {
-        if components.contains_key(&placement.component) {
-            continue;
-        }
-        let def = component_def(db, deployment, placement.component.clone())
-            .as_ref()
-            .ok()?;
-        let sources = by_component
-            .remove(&placement.component)
-            .unwrap_or_default();
-        let record = manifest::component_record(&env, def, sources);
-        components.insert(placement.component.clone(), record);
-    }
-    let mut hosts = Vec::new();
-    for (graph, report) in graphs.iter().zip(reports) {
-        let placed = manifest::placed_records(graph, report.state.as_ref()?)?;
-        hosts.push(manifest::HostRecord {
-            host: graph.host.clone(),
-            components: placed,
-        });
-    }
-    Some(Manifest {
-        build: manifest::build_id(),
-        root,
-        host: host.map(str::to_string),
-        environment,
-        settings: env.settings_digest(),
-        wiring,
-        components,
-        hosts,
-    })
 }

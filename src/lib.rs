@@ -199,7 +199,7 @@ fn deploy_configured(
         .iter()
         .all(|r| r.summary.failed == 0 && r.summary.skipped == 0);
     if !options.dry_run && clean {
-        let manifest = incremental::manifest_of_full_run(
+        let manifest = manifest::of_full_run(
             &configured.db,
             configured.deployment,
             target.host.as_deref(),

@@ -38,8 +38,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomically;
 use crate::component::ComponentDef;
-use crate::configure::{wiring_signature, Wiring};
-use crate::db::FileStat;
+use crate::configure::{component_def, environment_def, wiring, wiring_signature, Wiring};
+use crate::db::{Database, Deployment, FileStat};
+use crate::deploy::HostReport;
 use crate::environment::EnvironmentDef;
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
@@ -313,4 +314,56 @@ impl Check {
             Check::Never => false,
         }
     }
+}
+
+/// The manifest after a clean full run, or `None` if one of the files it
+/// read belongs to no component.
+pub fn of_full_run(
+    db: &Database,
+    deployment: Deployment,
+    host: Option<&str>,
+    graphs: &[Arc<HostGraph>],
+    reports: &[HostReport],
+) -> Option<Manifest> {
+    let root = deployment.root(db).clone();
+    let env = environment_def(db, deployment).clone().ok()?;
+    let wiring = wiring(db, deployment).clone().ok()?;
+    let read = db.sources();
+    if !unchanged_since_read(&root, &read) {
+        return None;
+    }
+    let environment = read.iter().find(|(path, _)| path == &env.file)?.clone();
+    let mut by_component = sources_by_component(&read, &env.file)?;
+    let mut components = BTreeMap::new();
+    for placement in &wiring.placements {
+        if components.contains_key(&placement.component) {
+            continue;
+        }
+        let def = component_def(db, deployment, placement.component.clone())
+            .as_ref()
+            .ok()?;
+        let sources = by_component
+            .remove(&placement.component)
+            .unwrap_or_default();
+        let record = component_record(&env, def, sources);
+        components.insert(placement.component.clone(), record);
+    }
+    let mut hosts = Vec::new();
+    for (graph, report) in graphs.iter().zip(reports) {
+        let placed = placed_records(graph, report.state.as_ref()?)?;
+        hosts.push(HostRecord {
+            host: graph.host.clone(),
+            components: placed,
+        });
+    }
+    Some(Manifest {
+        build: build_id(),
+        root,
+        host: host.map(str::to_string),
+        environment,
+        settings: env.settings_digest(),
+        wiring,
+        components,
+        hosts,
+    })
 }

@@ -1,8 +1,8 @@
 //! The no-op fast path must never hide a change: after a deploy, a run
 //! that finds every input file's stat unchanged skips configuring, so each
-//! kind of change has to reach the full path. Each test deploys twice (the
-//! second run takes the fast path), then changes one thing and expects it
-//! to be acted on.
+//! kind of change has to be seen by the stat checks. Each test deploys
+//! twice (the second run takes the fast path), then changes one thing and
+//! expects it to be acted on.
 
 use std::process::Command;
 
