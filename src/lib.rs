@@ -35,6 +35,7 @@ pub mod template;
 pub mod timings;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -144,8 +145,8 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
     let reports = match incremental {
         incremental::Outcome::Done(reports) => reports,
         incremental::Outcome::Full(why) => {
-            if options.explain && !json {
-                println!("Configuring every component: {why}");
+            if options.explain {
+                reporter_for("", false).line(&format!("Configuring every component: {why}"));
             }
             deploy_configured(target, options, &reporter_for)?
         }
@@ -155,10 +156,9 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
             "environment": options.environment,
             "hosts": reports,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        // A closed pipe (`tack ... | head`) is not a deploy failure.
+        let _ = writeln!(std::io::stdout(), "{text}");
     }
     let failed: usize = reports.iter().map(|r| r.summary.failed).sum();
     let skipped: usize = reports.iter().map(|r| r.summary.skipped).sum();
