@@ -110,12 +110,10 @@ impl EnvironmentDef {
                 "no hosts: add a [hosts] section such as `localhost = mycomponent`",
             ));
         }
+        let placed: std::collections::HashSet<&String> =
+            env.hosts.iter().flat_map(|host| &host.components).collect();
         for (component, overrides) in &env.overrides {
-            if !env
-                .hosts
-                .iter()
-                .any(|host| host.components.contains(component))
-            {
+            if !placed.contains(component) {
                 return Err(ConfigError::new(
                     overrides.location.clone(),
                     format!("component `{component}` is not placed on any host in [hosts]"),
@@ -159,6 +157,8 @@ impl EnvironmentDef {
         for entry in &section.entries {
             let at = section.location(file).key(&entry.key, entry.line);
             let mut components = Vec::new();
+            // Checked against a set: a host may list thousands.
+            let mut listed = std::collections::HashSet::new();
             for name in entry.value.split([',', '\n']).map(str::trim) {
                 if name.is_empty() {
                     continue;
@@ -169,7 +169,7 @@ impl EnvironmentDef {
                         format!("`{name}` is not a valid component name"),
                     ));
                 }
-                if components.iter().any(|known| known == name) {
+                if !listed.insert(name) {
                     return Err(ConfigError::new(
                         at,
                         format!("component `{name}` is listed twice for this host"),
