@@ -36,14 +36,16 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::configure::{assemble, component_def, environment_def, wiring_signature, Placement};
+use crate::configure::{
+    assemble, component_def, component_nodes, environment_def, wiring_signature, Placement,
+};
 use crate::db::{Database, Deployment, FileStat};
 use crate::deploy::{deploy_host, HostReport, NodeReport, Options};
 use crate::environment::EnvironmentDef;
 use crate::error::Result;
 use crate::graph::HostGraph;
 use crate::lock::DeployLock;
-use crate::manifest::{self, Manifest, Pythons, Source};
+use crate::manifest::{self, Manifest, Pythons};
 use crate::report::{Reporter, Summary};
 use crate::state::StateStore;
 
@@ -81,9 +83,10 @@ pub fn run(
         ));
     };
     let (mut manifest, written) = read;
-    if manifest.host.as_deref() != host {
+    if manifest.host.as_deref() != host || manifest.hostname != manifest::hostname() {
         return Ok(Outcome::Full(
-            "the last clean deploy chose other hosts".into(),
+            "the last clean deploy chose its hosts with another --host or on another machine"
+                .into(),
         ));
     }
     let phase = crate::timings::phase("read manifest", started);
@@ -95,7 +98,7 @@ pub fn run(
             "a deploy was interrupted: its journal is replayed".into(),
         ));
     }
-    let look = match look(&options.root, &manifest, written) {
+    let look = match look(&options.root, &manifest) {
         Ok(look) => look,
         Err(why) => return Ok(Outcome::Full(why)),
     };
@@ -105,6 +108,7 @@ pub fn run(
         return Ok(Outcome::Done(reports));
     }
 
+    let before = manifest::clock();
     let part = match configure_part(options, &manifest, &look) {
         Ok(part) => part,
         Err(why) => return Ok(Outcome::Full(why)),
@@ -130,15 +134,18 @@ pub fn run(
         None
     } else {
         let manifest_path = manifest::path(&options.root, &options.environment);
-        let before = FileStat::of(&manifest_path);
         let waiting =
             |holder: &str| eprintln!("waiting for the deploy lock of this directory ({holder})");
         let lock = DeployLock::acquire(&options.root, options.lock_timeout, &waiting)?;
-        // Another deploy finished while this one waited: what was looked
-        // at is stale.
-        if FileStat::of(&manifest_path) != before {
+        // Another deploy ran since the manifest was read (it forgets the
+        // manifest when it starts, and leaves a journal if it was killed):
+        // what was looked at is stale.
+        let interrupted = manifest.hosts.iter().any(|record| {
+            StateStore::new(&options.root, &options.environment, &record.host).journal_exists()
+        });
+        if FileStat::of(&manifest_path) != Some(written) || interrupted {
             return Ok(Outcome::Full(
-                "another deploy finished while this one waited".into(),
+                "another deploy ran while this one looked".into(),
             ));
         }
         manifest::forget(&options.root, &options.environment);
@@ -152,7 +159,12 @@ pub fn run(
         let untouched = record
             .components
             .iter()
-            .filter(|placed| !part.components.contains(&placed.component))
+            .filter(|placed| {
+                !part.placements.contains(&Placement {
+                    host: record.host.clone(),
+                    component: placed.component.clone(),
+                })
+            })
             .map(|placed| placed.nodes.len())
             .sum();
         let report = deploy_host(graph, Some(untouched), options, &reporter)?;
@@ -163,7 +175,7 @@ pub fn run(
     let clean = reports
         .iter()
         .all(|r| r.summary.failed == 0 && r.summary.skipped == 0);
-    if !options.dry_run && clean && update(&mut manifest, &part, &look, &reports) {
+    if !options.dry_run && clean && update(&mut manifest, &part, &look, before, &reports) {
         manifest.write(&options.environment)?;
         crate::timings::phase("manifest", phase);
     }
@@ -173,18 +185,22 @@ pub fn run(
     Ok(Outcome::Done(reports))
 }
 
-/// Whether a file still has the stat it was read with. A stat as recent as
-/// the manifest itself is never trusted (git's "racily clean" entries): the
-/// file may have been written again within the same tick of the clock
-/// that stamps files, after it was read, with the same size.
-fn unchanged(root: &Path, (source, stat): &Source, written: FileStat) -> bool {
-    let racy = stat.is_some_and(|stat| stat.mtime >= written.mtime || stat.ctime >= written.mtime);
-    !racy && &FileStat::of(&root.join(source)) == stat
-}
-
-/// Stats every source and checks every target, in parallel; `Err` says
-/// why the full path must run.
-fn look(root: &Path, manifest: &Manifest, written: FileStat) -> std::result::Result<Look, String> {
+/// Stats every source, state file and target, in parallel; `Err` says why
+/// the full path must run.
+fn look(root: &Path, manifest: &Manifest) -> std::result::Result<Look, String> {
+    for record in &manifest.hosts {
+        let store = StateStore::new(root, &manifest.environment_name(), &record.host);
+        if FileStat::of(store.dir()) != record.state_dir {
+            return Err(format!(
+                "files of `{}` were added or removed by hand",
+                store
+                    .dir()
+                    .strip_prefix(root)
+                    .unwrap_or(store.dir())
+                    .display()
+            ));
+        }
+    }
     let (changed, drifted) = rayon::join(
         || {
             manifest
@@ -194,25 +210,34 @@ fn look(root: &Path, manifest: &Manifest, written: FileStat) -> std::result::Res
                     !record
                         .sources
                         .iter()
-                        .all(|source| unchanged(root, source, written))
+                        .all(|source| manifest::source_unchanged(root, source))
                 })
                 .map(|(name, _)| name.clone())
                 .collect::<BTreeSet<String>>()
         },
         || {
             let pythons = Pythons::default();
+            let environment = manifest.environment_name();
             manifest
                 .hosts
                 .par_iter()
-                .flat_map(|host| host.components.par_iter())
-                .filter(|placed| !placed.nodes.iter().all(|n| n.check.holds(&pythons)))
-                .map(|placed| placed.component.clone())
+                .flat_map(|host| {
+                    let store = StateStore::new(root, &environment, &host.host);
+                    host.components.par_iter().map(move |placed| {
+                        let state = FileStat::of(&store.component_file(&placed.component));
+                        (placed, state)
+                    })
+                })
+                .filter(|(placed, state)| {
+                    *state != placed.state || !placed.nodes.iter().all(|n| n.check.holds(&pythons))
+                })
+                .map(|(placed, _)| placed.component.clone())
                 .collect::<BTreeSet<String>>()
         },
     );
     let mut seeds: BTreeSet<String> = changed.into_iter().chain(drifted).collect();
     let file = &manifest.environment.0;
-    let environment = if unchanged(root, &manifest.environment, written) {
+    let environment = if manifest::source_unchanged(root, &manifest.environment) {
         None
     } else {
         let unreadable = || format!("`{file}` cannot be read or parsed");
@@ -296,7 +321,9 @@ fn in_host_order(record: &manifest::HostRecord, ran: Vec<NodeReport>) -> Vec<Nod
 struct Part {
     db: Database,
     deployment: Deployment,
-    /// Component names with nodes in the graphs.
+    /// The placements configured and deployed.
+    placements: BTreeSet<Placement>,
+    /// Their components.
     components: BTreeSet<String>,
     /// One graph per host of the manifest, in its order.
     graphs: Vec<HostGraph>,
@@ -386,6 +413,22 @@ fn configure_part(
             return Err(format!("`{component}` provides or requires other keys"));
         }
     }
+    // What a change reaches on a host this run does not deploy is not
+    // deployed, but it is configured: the full path would report its errors.
+    for placement in reached
+        .iter()
+        .filter(|p| !deployed.contains(p.host.as_str()))
+    {
+        let configured = component_nodes(
+            &db,
+            deployment,
+            placement.host.clone(),
+            placement.component.clone(),
+        );
+        if configured.is_err() {
+            return Err(configuration_error());
+        }
+    }
     let mut graphs = Vec::new();
     for record in &manifest.hosts {
         let order: Vec<String> = wiring
@@ -421,6 +464,7 @@ fn configure_part(
     Ok(Part {
         db,
         deployment,
+        placements: part.into_iter().cloned().collect(),
         components,
         graphs,
     })
@@ -428,12 +472,15 @@ fn configure_part(
 
 /// Brings the manifest up to date after a clean run of `part`; `false`
 /// if it cannot vouch for the result (then it stays forgotten).
-fn update(manifest: &mut Manifest, part: &Part, look: &Look, reports: &[HostReport]) -> bool {
-    let read = part.db.sources();
+fn update(
+    manifest: &mut Manifest,
+    part: &Part,
+    look: &Look,
+    before: manifest::Stamp,
+    reports: &[HostReport],
+) -> bool {
     let root = manifest.root.clone();
-    if !manifest::unchanged_since_read(&root, &read) {
-        return false;
-    }
+    let read = manifest::vouched(&root, &part.db, before);
     if let Some(env) = &look.environment {
         let Some(stat) = read
             .iter()
@@ -450,27 +497,25 @@ fn update(manifest: &mut Manifest, part: &Part, look: &Look, reports: &[HostRepo
     else {
         return false;
     };
+    let Ok(env) = environment_def(&part.db, part.deployment) else {
+        return false;
+    };
+    // Every seed is part of the run, so its files were read again above.
     for component in &part.components {
         let Ok(def) = component_def(&part.db, part.deployment, component.clone()) else {
             return false;
         };
-        let env = match environment_def(&part.db, part.deployment) {
-            Ok(env) => env.clone(),
-            Err(_) => return false,
-        };
         let sources = by_component.remove(component).unwrap_or_default();
-        let record = manifest::component_record(&env, def, sources);
+        let record = manifest::component_record(env, def, sources);
         manifest.components.insert(component.clone(), record);
     }
-    // A seed is part of the run, so its files were read again above.
     for ((record, graph), report) in manifest.hosts.iter_mut().zip(&part.graphs).zip(reports) {
-        let Some(state) = &report.state else {
+        let Some(new) = manifest::host_record(&root, graph, report) else {
             return false;
         };
-        let Some(placed) = manifest::placed_records(graph, state) else {
-            return false;
-        };
-        let mut placed: BTreeMap<String, manifest::PlacedRecord> = placed
+        record.state_dir = new.state_dir;
+        let mut placed: BTreeMap<String, manifest::PlacedRecord> = new
+            .components
             .into_iter()
             .map(|placed| (placed.component.clone(), placed))
             .collect();

@@ -176,6 +176,7 @@ fn deploy_configured(
     reporter_for: &dyn Fn(&str, bool) -> Reporter,
 ) -> Result<Vec<HostReport>> {
     let started = std::time::Instant::now();
+    let before = manifest::clock();
     let configured = configure_all(&options.root, target)?;
     let started = timings::phase("configure", started);
     // Taken after configuring, so a configuration error writes nothing.
@@ -203,6 +204,7 @@ fn deploy_configured(
             &configured.db,
             configured.deployment,
             target.host.as_deref(),
+            before,
             &configured.graphs,
             &reports,
         );

@@ -15,9 +15,12 @@
 //!   a step's outputs, a service's pid and start time), and a digest of its
 //!   node ids and owned targets (its shape).
 //!
-//! Besides: the tack build, the deployment root, the `--host` of the run,
+//! Besides: the tack build, the deployment root, the `--host` of the run
+//! and the machine's name (which hosts `local` picks can depend on it),
 //! the environment file's stat and a digest of everything in it but the
-//! overrides, and the resolved provide/require wiring. `incremental` reads
+//! overrides, the resolved provide/require wiring, and the stat of every
+//! state file and state directory as the run left them (a state file lost
+//! or edited by hand makes its component's nodes be decided again). `incremental` reads
 //! it to find what a run must reconfigure; the rules that keep that sound
 //! are written there.
 //!
@@ -39,15 +42,15 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::write_atomically;
 use crate::component::ComponentDef;
 use crate::configure::{component_def, environment_def, wiring, wiring_signature, Wiring};
-use crate::db::{Database, Deployment, FileStat};
+use crate::db::{Database, Db, Deployment, FileStat};
 use crate::deploy::HostReport;
 use crate::environment::EnvironmentDef;
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
-use crate::graph::{HostGraph, NodeSpec};
+use crate::graph::{Action, HostGraph, NodeSpec};
 use crate::observe::{python_version, stat_matches};
 use crate::process::Process;
-use crate::state::{NodeRecord, Observed, State};
+use crate::state::{NodeRecord, Observed, State, StateStore};
 
 /// A file the configure phase read, by path relative to the root, with
 /// its stat from just before (`None`: it was missing).
@@ -58,6 +61,7 @@ pub struct Manifest {
     pub build: String,
     pub root: PathBuf,
     pub host: Option<String>,
+    pub hostname: String,
     pub environment: Source,
     /// Everything in the environment file but the overrides.
     pub settings: Fingerprint,
@@ -79,6 +83,9 @@ pub struct ComponentRecord {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HostRecord {
     pub host: String,
+    /// `.tack/state/ENV/HOST/`: a file added, removed or renamed there by
+    /// anyone but tack changes its stat.
+    pub state_dir: Option<FileStat>,
     pub components: Vec<PlacedRecord>,
 }
 
@@ -87,6 +94,8 @@ pub struct HostRecord {
 pub struct PlacedRecord {
     pub component: String,
     pub shape: Fingerprint,
+    /// Its state file.
+    pub state: Option<FileStat>,
     pub nodes: Vec<NodeCheck>,
 }
 
@@ -103,7 +112,8 @@ pub enum Check {
     /// The stat recorded after the write.
     File(PathBuf, Observed),
     Directory(PathBuf, u32),
-    Symlink(PathBuf, String),
+    /// The link's target, hashed: it may render a secret.
+    Symlink(PathBuf, Fingerprint),
     /// Every output exists, and the python it was built with is current.
     Outputs(Vec<PathBuf>, Option<(String, String)>),
     Service(PathBuf, Process),
@@ -150,10 +160,112 @@ pub fn forget(root: &Path, environment: &str) {
 }
 
 impl Manifest {
+    /// The environment's name, from its file's path.
+    pub fn environment_name(&self) -> String {
+        let file = &self.environment.0;
+        let name = file.strip_prefix("environments/").unwrap_or(file);
+        name.strip_suffix(".cfg").unwrap_or(name).to_string()
+    }
+
     pub fn write(&self, environment: &str) -> Result<()> {
         let bytes = serde_json::to_vec(self).unwrap_or_default();
         write_atomically(&path(&self.root, environment), &bytes, 0o600, false)
     }
+}
+
+/// An instant of the clock that stamps files: seconds and nanoseconds.
+pub type Stamp = (i64, i64);
+
+/// Now, by the clock the kernel stamps files with (`CLOCK_REALTIME_COARSE`,
+/// which moves in ticks of a few milliseconds).
+pub fn clock() -> Stamp {
+    use nix::time::{clock_gettime, ClockId};
+    match clock_gettime(ClockId::CLOCK_REALTIME_COARSE) {
+        Ok(now) => (now.tv_sec(), now.tv_nsec()),
+        Err(_) => {
+            let since = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            (since.as_secs() as i64, 0)
+        }
+    }
+}
+
+/// This machine's name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_default()
+}
+
+/// A stat no file has: a source recorded with it is looked at again.
+const UNVOUCHED: FileStat = FileStat {
+    size: u64::MAX,
+    mtime: (0, 0),
+    ctime: (0, 0),
+    ino: 0,
+};
+
+/// Whether a file stamped `stat` was written in the tick of `clock` or
+/// later. Such a file can be written again within that tick with the same
+/// size, and its stat would not show it (git's "racily clean" entries).
+/// A file system that keeps whole seconds (zero nanoseconds) ticks in
+/// seconds.
+fn racy(stat: &FileStat, clock: Stamp) -> bool {
+    let newest = stat.mtime.max(stat.ctime);
+    let whole_seconds = stat.mtime.1 == 0 && stat.ctime.1 == 0;
+    if whole_seconds {
+        newest.0 >= clock.0
+    } else {
+        newest >= clock
+    }
+}
+
+/// The stats the manifest can vouch for, of the files configuring read
+/// (each stat taken before its read, by the clock at `before` or later).
+/// A file whose stat changed since it was read, or that was written in the
+/// tick configuring began and cannot be checked now, is recorded as
+/// [`UNVOUCHED`]: the next run configures its component again. A racy
+/// file is checked by content once its tick has passed (waiting for a
+/// tick of milliseconds; a file system of whole seconds is not waited
+/// for).
+pub fn vouched(root: &Path, db: &Database, before: Stamp) -> Vec<Source> {
+    let looked: Vec<(String, Option<FileStat>, bool)> = db
+        .sources()
+        .into_par_iter()
+        .map(|(path, stat)| {
+            // A file missing when read is trusted while it stays missing.
+            let same = FileStat::of(&root.join(&path)) == stat;
+            (path, stat, same)
+        })
+        .collect();
+    looked
+        .into_iter()
+        .map(|(path, stat, same)| match stat {
+            Some(_) if !same => (path, Some(UNVOUCHED)),
+            Some(recorded) if racy(&recorded, before) => {
+                // A tick of milliseconds is worth waiting for, once.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(20);
+                while racy(&recorded, clock()) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                let tick_passed = !racy(&recorded, clock());
+                let configured = db.source(&path).contents(db).clone();
+                let on_disk = fs::read(root.join(&path)).ok();
+                let trusted = tick_passed
+                    && configured.as_deref() == on_disk.as_deref()
+                    && FileStat::of(&root.join(&path)) == Some(recorded);
+                (path, Some(if trusted { recorded } else { UNVOUCHED }))
+            }
+            _ => (path, stat),
+        })
+        .collect()
+}
+
+/// Whether a file still has the stat the manifest recorded.
+pub fn source_unchanged(root: &Path, (path, stat): &Source) -> bool {
+    &FileStat::of(&root.join(path)) == stat
 }
 
 /// The component a source file belongs to: the files under
@@ -162,13 +274,6 @@ pub fn owner(source: &str) -> Option<&str> {
     let rest = source.strip_prefix("components/")?;
     let (name, _) = rest.split_once('/')?;
     crate::environment::is_name(name).then_some(name)
-}
-
-/// Whether every file still has the stat it was read with.
-pub fn unchanged_since_read(root: &Path, sources: &[Source]) -> bool {
-    sources
-        .par_iter()
-        .all(|(source, stat)| &FileStat::of(&root.join(source)) == stat)
 }
 
 /// Groups `sources` by the component they belong to; `None` if one belongs
@@ -221,9 +326,13 @@ pub fn shape<'a>(nodes: impl IntoIterator<Item = &'a NodeSpec>) -> Fingerprint {
 }
 
 /// The placed records of `graph`'s components from the state it was left
-/// in; `None` unless every node finished with the configured key and the
-/// state holds no other node.
-pub fn placed_records(graph: &HostGraph, state: &State) -> Option<Vec<PlacedRecord>> {
+/// in (saved in `store`); `None` unless every node finished with the
+/// configured key and the state holds no other node.
+pub fn placed_records(
+    graph: &HostGraph,
+    state: &State,
+    store: &StateStore,
+) -> Option<Vec<PlacedRecord>> {
     if state.len() != graph.nodes.len() {
         return None;
     }
@@ -244,12 +353,13 @@ pub fn placed_records(graph: &HostGraph, state: &State) -> Option<Vec<PlacedReco
             checks.push(NodeCheck {
                 id: node.id.clone(),
                 display: node.display.clone(),
-                check: check_for(record),
+                check: check_for(node, record),
             });
         }
         placed.push(PlacedRecord {
             component: component.clone(),
             shape: shape(nodes),
+            state: FileStat::of(&store.component_file(component)),
             nodes: checks,
         });
         start = end;
@@ -257,30 +367,45 @@ pub fn placed_records(graph: &HostGraph, state: &State) -> Option<Vec<PlacedReco
     Some(placed)
 }
 
-/// The cheapest look that tells whether `record`'s target is unchanged.
-fn check_for(record: &NodeRecord) -> Check {
-    let input = |name: &str| record.inputs.get(name).map(|input| input.value.clone());
-    let Some(target) = record.target.clone() else {
-        return Check::Nothing;
+/// The record of a host after a clean run of `graph` (all of the host, or
+/// the part an incremental run deployed), from the state it left.
+pub fn host_record(root: &Path, graph: &HostGraph, report: &HostReport) -> Option<HostRecord> {
+    let store = StateStore::new(root, &graph.environment, &graph.host);
+    let components = placed_records(graph, report.state.as_ref()?, &store)?;
+    Some(HostRecord {
+        host: graph.host.clone(),
+        state_dir: FileStat::of(store.dir()),
+        components,
+    })
+}
+
+/// The cheapest look that tells whether `node`'s target is as `record`
+/// says it was left: what `observe` and `plan` would find unchanged.
+fn check_for(node: &NodeSpec, record: &NodeRecord) -> Check {
+    let python = || {
+        let python = record.inputs.get("python").map(|input| input.value.clone());
+        python.zip(record.facts.get("python").cloned())
     };
-    let python = input("python").zip(record.facts.get("python").cloned());
-    match input("kind").unwrap_or_default().as_str() {
-        "file" => match record.observed {
-            Some(observed) => Check::File(target, observed),
+    match &node.action {
+        Action::File { target, .. } => match record.observed {
+            Some(observed) => Check::File(target.clone(), observed),
             None => Check::Never,
         },
-        "directory" => {
-            let mode = input("mode").and_then(|mode| u32::from_str_radix(&mode, 8).ok());
-            Check::Directory(target, mode.unwrap_or(u32::MAX))
+        Action::Directory { target, mode } => Check::Directory(target.clone(), *mode),
+        Action::Symlink { target, points_to } => {
+            Check::Symlink(target.clone(), Fingerprint::of_bytes(points_to.as_bytes()))
         }
-        "symlink" => Check::Symlink(target, input("target").unwrap_or_default()),
-        "command" | "buildout" => Check::Outputs(record.produced.clone(), python),
-        "venv" => Check::Outputs(vec![target.join(".tack-bootstrap")], python),
-        "service" => match record.process {
-            Some(process) => Check::Service(target, process),
+        Action::Command(_) | Action::Buildout { .. } => {
+            Check::Outputs(record.produced.clone(), python())
+        }
+        Action::Venv(bootstrap) => {
+            Check::Outputs(vec![bootstrap.venv.join(".tack-bootstrap")], python())
+        }
+        Action::Service(_) => match record.process {
+            Some(process) => Check::Service(node.action.target().clone(), process),
             None => Check::Never,
         },
-        _ => Check::Nothing,
+        Action::Program { .. } => Check::Nothing,
     }
 }
 
@@ -296,9 +421,9 @@ impl Check {
                 .is_ok_and(|meta| meta.is_file() && stat_matches(observed, &meta)),
             Check::Directory(path, mode) => fs::symlink_metadata(path)
                 .is_ok_and(|meta| meta.is_dir() && meta.mode() & 0o7777 == *mode),
-            Check::Symlink(path, points_to) => {
-                fs::read_link(path).is_ok_and(|found| found.as_os_str() == points_to.as_str())
-            }
+            Check::Symlink(path, points_to) => fs::read_link(path).is_ok_and(|found| {
+                Fingerprint::of_bytes(found.as_os_str().as_encoded_bytes()) == *points_to
+            }),
             Check::Outputs(paths, python) => {
                 paths.iter().all(|path| fs::symlink_metadata(path).is_ok())
                     && python.as_ref().is_none_or(|(python, version)| {
@@ -322,16 +447,14 @@ pub fn of_full_run(
     db: &Database,
     deployment: Deployment,
     host: Option<&str>,
+    before: Stamp,
     graphs: &[Arc<HostGraph>],
     reports: &[HostReport],
 ) -> Option<Manifest> {
     let root = deployment.root(db).clone();
     let env = environment_def(db, deployment).clone().ok()?;
     let wiring = wiring(db, deployment).clone().ok()?;
-    let read = db.sources();
-    if !unchanged_since_read(&root, &read) {
-        return None;
-    }
+    let read = vouched(&root, db, before);
     let environment = read.iter().find(|(path, _)| path == &env.file)?.clone();
     let mut by_component = sources_by_component(&read, &env.file)?;
     let mut components = BTreeMap::new();
@@ -350,16 +473,13 @@ pub fn of_full_run(
     }
     let mut hosts = Vec::new();
     for (graph, report) in graphs.iter().zip(reports) {
-        let placed = placed_records(graph, report.state.as_ref()?)?;
-        hosts.push(HostRecord {
-            host: graph.host.clone(),
-            components: placed,
-        });
+        hosts.push(host_record(&root, graph, report)?);
     }
     Some(Manifest {
         build: build_id(),
         root,
         host: host.map(str::to_string),
+        hostname: hostname(),
         environment,
         settings: env.settings_digest(),
         wiring,

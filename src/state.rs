@@ -183,7 +183,7 @@ impl StateStore {
         self.dir.exists() || self.legacy.exists()
     }
 
-    fn component_file(&self, component: &str) -> PathBuf {
+    pub fn component_file(&self, component: &str) -> PathBuf {
         self.dir.join(format!("{component}.json"))
     }
 

@@ -39,6 +39,10 @@ mod fastpath;
 /// of the last deploy cannot vouch for takes the full path.
 mod partial;
 
+/// The incremental path ends where the full path ends, scenario by
+/// scenario: lost state, other hosts, concurrent deploys, racy stats.
+mod agreement;
+
 /// The prebuilt `[supervisor]`: per-program restarts with the real
 /// supervisor.
 mod supervisor;
