@@ -21,6 +21,15 @@ use crate::support::{set, Deployment};
 
 const MANIFEST: &str = ".tack/state/dev/inputs.json";
 
+/// Runs `scenario` twice from scratch, with `take_full` false and true
+/// (whether to call [`full`] before its last run), and asserts that both
+/// end alike, as `what` describes it.
+fn agree<T: PartialEq + std::fmt::Debug>(what: &str, scenario: impl Fn(bool) -> T) {
+    let incremental = scenario(false);
+    let full = scenario(true);
+    assert_eq!(incremental, full, "{what}: incremental vs full");
+}
+
 /// Makes the next run take the full path.
 fn full(d: &Deployment) {
     fs::remove_file(d.path(MANIFEST)).expect("a manifest to remove");
@@ -80,32 +89,26 @@ fn with_a_step() -> Deployment {
 /// (the manifest records each state file's stat).
 #[test]
 fn a_deleted_state_file_is_verified_against_disk() {
-    let mut outcomes = Vec::new();
-    for take_full in [false, true] {
+    agree("(ran, step runs, state file exists)", |take_full| {
         let d = with_a_step();
         fs::remove_file(d.path(".tack/state/dev/localhost/app.json")).unwrap();
         if take_full {
             full(&d);
         }
         let out = d.tack(&["local", "dev", "--no-cache-read"]).success();
-        outcomes.push((
+        (
             ran(&out),
             d.read("work/app/runs"),
             d.exists(".tack/state/dev/localhost/app.json"),
-        ));
-    }
-    assert_eq!(
-        outcomes[0], outcomes[1],
-        "(ran, step runs, state file exists): incremental vs full"
-    );
+        )
+    });
 }
 
 /// The same through `tack explain ENV NODE` (a dry run): both paths say the
 /// step would run (never applied).
 #[test]
 fn explain_sees_a_deleted_state_file() {
-    let mut outcomes = Vec::new();
-    for take_full in [false, true] {
+    agree("explain", |take_full| {
         let d = with_a_step();
         fs::remove_file(d.path(".tack/state/dev/localhost/app.json")).unwrap();
         if take_full {
@@ -118,17 +121,15 @@ fn explain_sees_a_deleted_state_file() {
             .filter(|line| line.starts_with("Would ") || line.starts_with("    "))
             .map(str::to_string)
             .collect();
-        outcomes.push(would);
-    }
-    assert_eq!(outcomes[0], outcomes[1], "explain: incremental vs full");
+        would
+    });
 }
 
 /// A truncated (corrupt) state file: both paths warn on stderr that it is
 /// corrupt and verify the component (its step runs again).
 #[test]
 fn a_corrupt_state_file_is_reported_and_verified() {
-    let mut outcomes = Vec::new();
-    for take_full in [false, true] {
+    agree("(ran, warned)", |take_full| {
         let d = with_a_step();
         let state = d.path(".tack/state/dev/localhost/app.json");
         let text = fs::read(&state).unwrap();
@@ -137,12 +138,8 @@ fn a_corrupt_state_file_is_reported_and_verified() {
             full(&d);
         }
         let out = d.tack(&["local", "dev", "--no-cache-read"]).success();
-        outcomes.push((ran(&out), out.stderr.contains("is corrupt")));
-    }
-    assert_eq!(
-        outcomes[0], outcomes[1],
-        "(ran, warned): incremental vs full"
-    );
+        (ran(&out), out.stderr.contains("is corrupt"))
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -157,8 +154,7 @@ fn a_corrupt_state_file_is_reported_and_verified() {
 /// configures app@back, which the change reaches, without deploying it.
 #[test]
 fn an_error_on_a_host_not_deployed_is_reported() {
-    let mut outcomes = Vec::new();
-    for take_full in [false, true] {
+    agree("(exit code, db.conf)", |take_full| {
         let d = Deployment::new()
             .env("dev", "[hosts]\nfront = db\nback = app\n")
             .component(
@@ -191,12 +187,8 @@ fn an_error_on_a_host_not_deployed_is_reported() {
             full(&d);
         }
         let out = d.tack(&["local", "dev", "--host", "front"]);
-        outcomes.push((out.code, d.read("work/db/db.conf")));
-    }
-    assert_eq!(
-        outcomes[0], outcomes[1],
-        "(exit code, db.conf): incremental vs full"
-    );
+        (out.code, d.read("work/db/db.conf"))
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -235,26 +227,23 @@ fn two_hosts() -> Deployment {
 /// See [`two_hosts`]: the text summary.
 #[test]
 fn a_summary_counts_a_component_reached_on_one_of_its_hosts() {
-    let mut outcomes = Vec::new();
-    for take_full in [false, true] {
+    agree("summaries", |take_full| {
         let d = two_hosts();
         if take_full {
             full(&d);
         }
         let out = d.tack(&["local", "dev"]).success();
-        outcomes.push((
+        (
             summary(&out.stdout, "a").to_string(),
             summary(&out.stdout, "b").to_string(),
-        ));
-    }
-    assert_eq!(outcomes[0], outcomes[1], "summaries: incremental vs full");
+        )
+    });
 }
 
 /// See [`two_hosts`]: the same through `--format json`, nodes and summary.
 #[test]
 fn a_json_summary_counts_a_component_reached_on_one_of_its_hosts() {
-    let mut outcomes = Vec::new();
-    for take_full in [false, true] {
+    agree("JSON hosts", |take_full| {
         let d = two_hosts();
         if take_full {
             full(&d);
@@ -280,9 +269,8 @@ fn a_json_summary_counts_a_component_reached_on_one_of_its_hosts() {
                 (host["summary"].clone(), nodes)
             })
             .collect();
-        outcomes.push(hosts);
-    }
-    assert_eq!(outcomes[0], outcomes[1], "JSON hosts: incremental vs full");
+        hosts
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -321,6 +309,43 @@ fn blocked_on_pipe(pid: u32) -> bool {
         .any(|task| fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w.contains("pipe")))
 }
 
+/// Starts run A (`local dev --explain`) and holds it on a full pipe after
+/// it looked at the manifest and configured its part; runs `b`; lets A
+/// finish, which must notice that another deploy ran meanwhile.
+fn while_a_run_looks(d: &Deployment, b: impl FnOnce()) {
+    let (mut reader, writer) = full_pipe();
+    let mut a = d
+        .tack_command(&["local", "dev", "--explain"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !blocked_on_pipe(a.id()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "A never blocked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b();
+    let drain = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).unwrap();
+        String::from_utf8_lossy(&all)
+            .trim_start_matches('.')
+            .to_string()
+    });
+    let status = a.wait().unwrap();
+    let a_out = drain.join().unwrap();
+    assert!(status.success(), "A: {a_out}");
+    assert!(
+        a_out.contains("Configuring 1 of 2 components (changed: y)")
+            && a_out.contains("Configuring every component: another deploy ran"),
+        "A looked incrementally, then took the full path: {a_out}"
+    );
+}
+
 /// Run A (incremental, an edit to `y`) has read manifest M1 and configured
 /// its part when run B (`--force x`, full path) takes the lock, forgets M1,
 /// fails in x's step and releases the lock. Holding the lock, A finds the
@@ -328,8 +353,7 @@ fn blocked_on_pipe(pid: u32) -> bool {
 /// left unfinished, runs again as on the full path.
 #[test]
 fn a_deploy_that_failed_while_a_run_looked_is_retried() {
-    let mut outcomes = Vec::new();
-    for take_full in [false, true] {
+    agree("(ran, x's step runs)", |take_full| {
         let d = Deployment::new()
             .env("dev", "[hosts]\nlocalhost = x, y\n")
             .component(
@@ -347,50 +371,19 @@ fn a_deploy_that_failed_while_a_run_looked_is_retried() {
         d.tack(&["local", "dev"]).success();
         d.replace("components/y/component.cfg", "v = 1", "v = 2");
 
-        let (mut reader, writer) = full_pipe();
-        let mut a = d
-            .tack_command(&["local", "dev", "--explain"])
-            .stdout(writer)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while !blocked_on_pipe(a.id()) {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "A never blocked"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d.write("fail", "");
-        let b = d.tack(&["local", "dev", "--force", "x", "--no-cache-read"]);
-        assert_eq!(b.code, 1, "B's forced step fails\n{b}");
-        fs::remove_file(d.path("fail")).unwrap();
-        let drain = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            reader.read_to_end(&mut all).unwrap();
-            String::from_utf8_lossy(&all)
-                .trim_start_matches('.')
-                .to_string()
+        while_a_run_looks(&d, || {
+            d.write("fail", "");
+            let b = d.tack(&["local", "dev", "--force", "x", "--no-cache-read"]);
+            assert_eq!(b.code, 1, "B's forced step fails\n{b}");
+            fs::remove_file(d.path("fail")).unwrap();
         });
-        let status = a.wait().unwrap();
-        let a_out = drain.join().unwrap();
-        assert!(status.success(), "A: {a_out}");
-        assert!(
-            a_out.contains("Configuring 1 of 2 components (changed: y)"),
-            "A took the incremental path: {a_out}"
-        );
 
         if take_full {
             full(&d);
         }
         let out = d.tack(&["local", "dev", "--no-cache-read"]).success();
-        outcomes.push((ran(&out), d.read("work/x/runs")));
-    }
-    assert_eq!(
-        outcomes[0], outcomes[1],
-        "(ran, x's step runs): incremental vs full"
-    );
+        (ran(&out), d.read("work/x/runs"))
+    });
 }
 
 /// The same window with B killed instead of failing (SIGKILL after its
@@ -402,8 +395,7 @@ fn a_deploy_that_failed_while_a_run_looked_is_retried() {
 /// the next run repairs exactly what the dead run left unfinished).
 #[test]
 fn a_deploy_killed_while_a_run_looked_is_repaired() {
-    let mut outcomes = Vec::new();
-    for take_full in [false, true] {
+    agree("(ran, x's step runs)", |take_full| {
         let d = Deployment::new()
             .env("dev", "[hosts]\nlocalhost = x, y\n")
             .component(
@@ -417,23 +409,8 @@ fn a_deploy_killed_while_a_run_looked_is_repaired() {
         d.tack(&["local", "dev"]).success();
         d.replace("components/y/component.cfg", "v = 1", "v = 2");
 
-        let (mut reader, writer) = full_pipe();
-        let mut a = d
-            .tack_command(&["local", "dev", "--explain"])
-            .stdout(writer)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while !blocked_on_pipe(a.id()) {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "A never blocked"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let (b, signal) = d.tack_with_env(
-            &[
+        while_a_run_looks(&d, || {
+            let args = [
                 "local",
                 "dev",
                 "--force",
@@ -441,42 +418,24 @@ fn a_deploy_killed_while_a_run_looked_is_repaired() {
                 "--jobs",
                 "1",
                 "--no-cache-read",
-            ],
-            &[("TACK_TEST_KILL_AFTER_NODES", "1")],
-        );
-        assert_eq!(signal, Some(9), "B was killed\n{b}");
-        let journal = d.read(".tack/state/dev/localhost.journal");
-        assert!(journal.contains("y/file:y.conf"), "{journal}");
-        assert!(!journal.contains("x/command:step"), "{journal}");
-        let drain = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            reader.read_to_end(&mut all).unwrap();
-            String::from_utf8_lossy(&all)
-                .trim_start_matches('.')
-                .to_string()
+            ];
+            let (b, signal) = d.tack_with_env(&args, &[("TACK_TEST_KILL_AFTER_NODES", "1")]);
+            assert_eq!(signal, Some(9), "B was killed\n{b}");
+            let journal = d.read(".tack/state/dev/localhost.journal");
+            assert!(journal.contains("y/file:y.conf"), "{journal}");
+            assert!(!journal.contains("x/command:step"), "{journal}");
         });
-        let status = a.wait().unwrap();
-        let a_out = drain.join().unwrap();
-        assert!(status.success(), "A: {a_out}");
-        assert!(
-            a_out.contains("Configuring 1 of 2 components (changed: y)"),
-            "A took the incremental path: {a_out}"
-        );
         assert!(
             !d.exists(".tack/state/dev/localhost.journal"),
-            "A removed B's journal without replaying it"
+            "A replayed B's journal into the state"
         );
 
         if take_full {
             full(&d);
         }
         let out = d.tack(&["local", "dev", "--no-cache-read"]).success();
-        outcomes.push((ran(&out), d.read("work/x/runs")));
-    }
-    assert_eq!(
-        outcomes[0], outcomes[1],
-        "(ran, x's step runs): incremental vs full"
-    );
+        (ran(&out), d.read("work/x/runs"))
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -645,8 +604,7 @@ fn tack_as(d: &Deployment, hostname: &str, args: &[&str]) -> Option<crate::suppo
 #[test]
 #[ignore = "needs root for a UTS namespace (unshare -u)"]
 fn another_machine_chooses_its_own_hosts() {
-    let mut outcomes = Vec::new();
-    for take_full in [false, true] {
+    agree("(exit code, updated, web deployed)", |take_full| {
         let d = Deployment::new()
             .env(
                 "dev",
@@ -660,12 +618,8 @@ fn another_machine_chooses_its_own_hosts() {
             full(&d);
         }
         let out = tack_as(&d, "beta", &["local", "dev"]).unwrap();
-        outcomes.push((out.code, out.updated(), d.exists("work/web/web.conf")));
-    }
-    assert_eq!(
-        outcomes[0], outcomes[1],
-        "(exit code, updated, web deployed): incremental vs full"
-    );
+        (out.code, out.updated(), d.exists("work/web/web.conf"))
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -985,8 +939,7 @@ fn a_secret_symlink_allows_a_no_op() {
 /// prints for that node (besides the line saying which path ran).
 #[test]
 fn explain_of_one_node_in_a_partial_run() {
-    let mut outcomes = Vec::new();
-    for take_full in [false, true] {
+    agree("outcome", |take_full| {
         let d = Deployment::new()
             .env("dev", "[hosts]\nlocalhost = db, app, web\n")
             .component(
@@ -1014,7 +967,6 @@ fn explain_of_one_node_in_a_partial_run() {
                     .to_string()
             })
             .collect();
-        outcomes.push(lines);
-    }
-    assert_eq!(outcomes[0], outcomes[1]);
+        lines
+    });
 }
