@@ -19,7 +19,7 @@ pub fn run(args: &CacheArgs) -> Result<()> {
     let dir = cache_dir(args.cache_dir.as_deref(), &args.dir);
     let reads_only = !matches!(args.command, CacheCommand::Import { .. });
     if reads_only && !dir.exists() {
-        println!("{}: no cache here yet", dir.display());
+        crate::outln!("{}: no cache here yet", dir.display());
         return Ok(());
     }
     let store = Store::open(&dir)
@@ -28,7 +28,7 @@ pub fn run(args: &CacheArgs) -> Result<()> {
     match &args.command {
         CacheCommand::Stats => {
             let stats = store.stats().map_err(failed)?;
-            println!(
+            crate::outln!(
                 "{}: {} blobs, {} action records, {}",
                 dir.display(),
                 stats.blobs,
@@ -39,7 +39,7 @@ pub fn run(args: &CacheArgs) -> Result<()> {
         CacheCommand::Verify => {
             let corruptions = store.verify().map_err(failed)?;
             for corruption in &corruptions {
-                println!("corrupt: {corruption}");
+                crate::outln!("corrupt: {corruption}");
             }
             if !corruptions.is_empty() {
                 return Err(Error::Usage(format!(
@@ -48,14 +48,14 @@ pub fn run(args: &CacheArgs) -> Result<()> {
                     dir.display()
                 )));
             }
-            println!("{}: every entry verifies", dir.display());
+            crate::outln!("{}: every entry verifies", dir.display());
         }
         CacheCommand::Gc { max_size } => {
             let limit = parse_size(max_size).ok_or_else(|| {
                 Error::Usage(format!("`{max_size}` is not a size such as 500M or 2G"))
             })?;
             let report = store.gc(limit).map_err(failed)?;
-            println!(
+            crate::outln!(
                 "removed {} blobs and {} records, freed {}",
                 report.blobs_removed,
                 report.actions_removed,
@@ -65,7 +65,7 @@ pub fn run(args: &CacheArgs) -> Result<()> {
         CacheCommand::Export { file } => {
             let report = store.export(file, &progress).map_err(failed)?;
             finish_progress();
-            println!(
+            crate::outln!(
                 "exported {} blobs and {} records to `{}` ({}); skipped {} corrupt, {} incomplete",
                 report.blobs,
                 report.actions,
@@ -78,7 +78,7 @@ pub fn run(args: &CacheArgs) -> Result<()> {
         CacheCommand::Import { file } => {
             let report = store.import(file, &progress).map_err(failed)?;
             finish_progress();
-            println!(
+            crate::outln!(
                 "imported {} blobs and {} records from `{}`; {} already present, skipped {} corrupt, {} incomplete",
                 report.blobs_added,
                 report.actions_added,

@@ -47,6 +47,9 @@ pub struct Options {
     pub prune: bool,
     /// How long to wait for another tack deploying the same directory.
     pub lock_timeout: Option<std::time::Duration>,
+    /// When the run began: a host's summary says how long the run took
+    /// until that host was done, configuring included.
+    pub started: Instant,
 }
 
 impl Options {
@@ -155,7 +158,14 @@ pub fn deploy_host(
             nodes.push(node_report(node, decision, outcome, None, None));
         }
         removed(graph, &mut state, options, reporter, &mut nodes);
-        return Ok(finish(graph, untouched, reporter, nodes, true, started));
+        return Ok(finish(
+            graph,
+            untouched,
+            reporter,
+            nodes,
+            true,
+            options.started,
+        ));
     }
 
     let selected: Vec<bool> = decisions
@@ -325,7 +335,7 @@ pub fn deploy_host(
         store.save(&mut state)?;
     }
     crate::timings::phase("save state", phase);
-    let mut report = finish(graph, untouched, reporter, nodes, false, started);
+    let mut report = finish(graph, untouched, reporter, nodes, false, options.started);
     report.state = Some(state);
     Ok(report)
 }

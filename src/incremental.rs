@@ -104,7 +104,7 @@ pub fn run(
     };
     let phase = crate::timings::phase("look at sources and targets", phase);
     if look.seeds.is_empty() && look.environment.is_none() {
-        let reports = nothing_to_do(&manifest, options, reporter_for, started);
+        let reports = nothing_to_do(&manifest, options, reporter_for, options.started);
         return Ok(Outcome::Done(reports));
     }
 

@@ -100,7 +100,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Graph(args) => {
             let root = deployment_root(&args.target)?;
             for graph in configure_all(&root, &args.target)?.graphs {
-                print!("{}", graph.to_dot());
+                let _ = write!(std::io::stdout(), "{}", graph.to_dot());
             }
             Ok(())
         }
@@ -125,6 +125,7 @@ fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         force: Vec::new(),
         only: None,
+        started: std::time::Instant::now(),
         lock_timeout: None,
         prune: false,
         cache: None,
@@ -157,8 +158,7 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
             "hosts": reports,
         });
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        // A closed pipe (`tack ... | head`) is not a deploy failure.
-        let _ = writeln!(std::io::stdout(), "{text}");
+        outln!("{text}");
     }
     let failed: usize = reports.iter().map(|r| r.summary.failed).sum();
     let skipped: usize = reports.iter().map(|r| r.summary.skipped).sum();

@@ -13,6 +13,16 @@ use similar::TextDiff;
 
 use crate::reason::Reason;
 
+/// `println!` for tack's output: a closed stdout (`tack ... | head`) ends
+/// the output, not the program with a panic.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// batou caps diffs at 200 lines; so do we.
 const DIFF_LINES: usize = 200;
 

@@ -643,6 +643,31 @@ fn graph_prints_every_node() {
     assert!(!d.exists("work") && !d.exists(".tack"));
 }
 
+/// `tack ... | head`: when the reader of stdout is gone, tack's output
+/// ends there; the deploy is not a crash.
+#[test]
+fn a_closed_stdout_ends_the_output_not_the_run() {
+    let d = hello();
+    for args in [
+        &["local", "dev", "--format", "json"][..],
+        &["graph", "dev"][..],
+        &["cache", "stats"][..],
+    ] {
+        let mut child = d
+            .tack_command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "tack {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "tack {args:?}: {stderr}");
+    }
+    assert_eq!(d.read("work/app/motd"), "Welcome, world!\n");
+}
+
 /// `[require:KEY] one = true`: the one provider's fields as a map.
 #[test]
 fn a_single_required_value_is_a_map() {
