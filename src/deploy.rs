@@ -1,8 +1,9 @@
 //! Deploying one host's graph: load state, plan, run, record.
 //!
 //! The order matters for crash safety. Nodes about to run are marked
-//! unfinished in the state file *before* the first one runs; each node is
-//! journaled as soon as it finished; the final state is saved at the end.
+//! unfinished in their components' state files *before* the first one
+//! runs; each node is journaled as soon as it finished; the final state is
+//! saved at the end.
 //! A kill anywhere leaves a state that names every unfinished node, so the
 //! next run repairs exactly those. A dry run reads and never writes.
 
@@ -83,7 +84,7 @@ pub struct HostReport {
     pub seconds: f64,
     pub nodes: Vec<NodeReport>,
     /// The state the host was left in (not after a dry run), for the
-    /// fast path's manifest.
+    /// manifest.
     #[serde(skip)]
     pub state: Option<crate::state::State>,
 }
@@ -102,13 +103,22 @@ pub struct NodeReport {
     pub error: Option<String>,
 }
 
-/// Deploys `graph`. With `untouched`, the graph holds only some of the
-/// host's components (those a change can reach; see `incremental`): only
-/// their state is loaded and saved, and the summary counts `untouched`
-/// more nodes as unchanged.
+/// How much of a host a graph holds.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope {
+    /// Every component: all of the state is loaded, and a journal left by
+    /// a killed run is replayed.
+    Whole,
+    /// Some components (those a change can reach; see `incremental`): only
+    /// their state is loaded and saved, and the summary counts `untouched`
+    /// more nodes as unchanged. The caller holds the lock and has seen no
+    /// journal.
+    Part { untouched: usize },
+}
+
 pub fn deploy_host(
     graph: &HostGraph,
-    untouched: Option<usize>,
+    scope: Scope,
     options: &Options,
     reporter: &Reporter,
 ) -> Result<HostReport> {
@@ -117,9 +127,20 @@ pub fn deploy_host(
     // A journal left by a killed run is folded into the state at the end
     // of this one, even if nothing else changes.
     let interrupted = store.journal_exists();
-    let (mut state, warnings) = match untouched {
-        None => store.load(),
-        Some(_) => store.load_components(&graph.components()),
+    let (mut state, warnings) = match scope {
+        Scope::Whole => store.load(),
+        // Saving would drop a journal this never replayed.
+        Scope::Part { .. } if interrupted => {
+            return Err(crate::error::Error::Usage(format!(
+                "`{}` appeared during a partial deploy; run again",
+                store.journal_path().display()
+            )))
+        }
+        Scope::Part { .. } => store.load_components(&graph.components()),
+    };
+    let untouched = match scope {
+        Scope::Whole => None,
+        Scope::Part { untouched } => Some(untouched),
     };
     let phase = crate::timings::phase("load state", started);
     for warning in warnings {

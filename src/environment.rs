@@ -156,6 +156,15 @@ impl EnvironmentDef {
     fn read_hosts(&mut self, section: &IniSection, file: &str) -> Result<(), ConfigError> {
         for entry in &section.entries {
             let at = section.location(file).key(&entry.key, entry.line);
+            if !is_host_name(&entry.key) {
+                return Err(ConfigError::new(
+                    at,
+                    format!(
+                        "`{}` is not a host name (letters, digits, `-`, `_` and `.`, not first)",
+                        entry.key
+                    ),
+                ));
+            }
             let mut components = Vec::new();
             // Checked against a set: a host may list thousands.
             let mut listed = std::collections::HashSet::new();
@@ -189,6 +198,16 @@ impl EnvironmentDef {
     pub fn host(&self, name: &str) -> Option<&HostDef> {
         self.hosts.iter().find(|host| host.name == name)
     }
+}
+
+/// Host names name directories under `.tack/state/ENV/`: letters, digits,
+/// `-`, `_` and dots, never first, so none is `..` or a hidden file.
+pub fn is_host_name(name: &str) -> bool {
+    !name.starts_with(['.', '-'])
+        && !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Component names become directory names and display names: keep them to

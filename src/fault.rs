@@ -11,6 +11,9 @@
 //!   differential test of incrementality catches a missed rerun (`after`
 //!   drops a step's dependencies; files are rewritten whenever their
 //!   output differs, whatever their key).
+//! * `TACK_TEST_STOP_AFTER_LOOK=1`: SIGSTOP this process once an
+//!   incremental run has looked at every file, before it configures, so a
+//!   test can edit files in that window and SIGCONT it.
 
 #[cfg(debug_assertions)]
 mod enabled {
@@ -41,6 +44,12 @@ mod enabled {
         kill_on(&WRITES, "TACK_TEST_KILL_IN_WRITE");
     }
 
+    pub fn looked() {
+        if number("TACK_TEST_STOP_AFTER_LOOK") == Some(1) {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+        }
+    }
+
     pub fn dropped_input() -> Option<&'static str> {
         static DROPPED: OnceLock<Option<String>> = OnceLock::new();
         DROPPED
@@ -57,9 +66,10 @@ mod enabled {
 mod enabled {
     pub fn node_finished() {}
     pub fn mid_write() {}
+    pub fn looked() {}
     pub fn dropped_input() -> Option<&'static str> {
         None
     }
 }
 
-pub use enabled::{dropped_input, mid_write, node_finished};
+pub use enabled::{dropped_input, looked, mid_write, node_finished};

@@ -216,14 +216,13 @@ pub struct HostGraph {
 }
 
 impl HostGraph {
-    /// The components with nodes in this graph, each once, in order.
+    /// The components with nodes in this graph, sorted, each once.
     pub fn components(&self) -> Vec<String> {
-        let mut components: Vec<String> = Vec::new();
-        for node in &self.nodes {
-            if components.last() != Some(&node.component) {
-                components.push(node.component.clone());
-            }
-        }
+        let mut components: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| node.component.clone())
+            .collect();
         components.sort();
         components.dedup();
         components

@@ -40,7 +40,7 @@ use crate::configure::{
     assemble, component_def, component_nodes, environment_def, wiring_signature, Placement,
 };
 use crate::db::{Database, Deployment, FileStat};
-use crate::deploy::{deploy_host, HostReport, NodeReport, Options};
+use crate::deploy::{deploy_host, HostReport, NodeReport, Options, Scope};
 use crate::environment::EnvironmentDef;
 use crate::error::Result;
 use crate::graph::HostGraph;
@@ -79,7 +79,9 @@ pub fn run(
     }
     let Some(read) = manifest::read(&options.root, &options.environment) else {
         return Ok(Outcome::Full(
-            "no record of a clean deploy by this tack build".into(),
+            "no manifest: the last deploy failed, left nodes no longer configured \
+             to report, or was made by another tack build"
+                .into(),
         ));
     };
     let (mut manifest, written) = read;
@@ -103,6 +105,7 @@ pub fn run(
         Err(why) => return Ok(Outcome::Full(why)),
     };
     let phase = crate::timings::phase("look at sources and targets", phase);
+    crate::fault::looked();
     if look.seeds.is_empty() && look.environment.is_none() {
         let reports = nothing_to_do(&manifest, options, reporter_for, options.started);
         return Ok(Outcome::Done(reports));
@@ -148,7 +151,7 @@ pub fn run(
                 "another deploy ran while this one looked".into(),
             ));
         }
-        manifest::forget(&options.root, &options.environment);
+        manifest::forget(&options.root, &options.environment)?;
         Some(lock)
     };
 
@@ -167,7 +170,7 @@ pub fn run(
             })
             .map(|placed| placed.nodes.len())
             .sum();
-        let report = deploy_host(graph, Some(untouched), options, &reporter)?;
+        let report = deploy_host(graph, Scope::Part { untouched }, options, &reporter)?;
         reports.push(report);
     }
     let phase = crate::timings::phase("deploy", phase);
@@ -175,7 +178,8 @@ pub fn run(
     let clean = reports
         .iter()
         .all(|r| r.summary.failed == 0 && r.summary.skipped == 0);
-    if !options.dry_run && clean && update(&mut manifest, &part, &look, before, &reports) {
+    if !options.dry_run && clean && refresh_manifest(&mut manifest, &part, &look, before, &reports)
+    {
         manifest.write(&options.environment)?;
         crate::timings::phase("manifest", phase);
     }
@@ -472,7 +476,7 @@ fn configure_part(
 
 /// Brings the manifest up to date after a clean run of `part`; `false`
 /// if it cannot vouch for the result (then it stays forgotten).
-fn update(
+fn refresh_manifest(
     manifest: &mut Manifest,
     part: &Part,
     look: &Look,
@@ -481,6 +485,15 @@ fn update(
 ) -> bool {
     let root = manifest.root.clone();
     let read = manifest::vouched(&root, &part.db, before);
+    if look.environment.is_none() {
+        // Unchanged when looked at: configuring must have read it so.
+        let env = read
+            .iter()
+            .find(|(path, _)| path == &manifest.environment.0);
+        if env.is_some_and(|env| env != &manifest.environment) {
+            return false;
+        }
+    }
     if let Some(env) = &look.environment {
         let Some(stat) = read
             .iter()
@@ -500,12 +513,19 @@ fn update(
     let Ok(env) = environment_def(&part.db, part.deployment) else {
         return false;
     };
-    // Every seed is part of the run, so its files were read again above.
     for component in &part.components {
         let Ok(def) = component_def(&part.db, part.deployment, component.clone()) else {
             return false;
         };
         let sources = by_component.remove(component).unwrap_or_default();
+        // A component configured only because the part needed it (a
+        // provider of a changed one) must have been read as looked at:
+        // if it changed in between, what requires from it outside the
+        // part was not configured again.
+        let recorded = manifest.components.get(component).map(|c| &c.sources);
+        if !look.seeds.contains(component) && recorded != Some(&sources) {
+            return false;
+        }
         let record = manifest::component_record(env, def, sources);
         manifest.components.insert(component.clone(), record);
     }

@@ -35,7 +35,6 @@ pub mod template;
 pub mod timings;
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -100,7 +99,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Graph(args) => {
             let root = deployment_root(&args.target)?;
             for graph in configure_all(&root, &args.target)?.graphs {
-                let _ = write!(std::io::stdout(), "{}", graph.to_dot());
+                report::write_out(format_args!("{}", graph.to_dot()))?;
             }
             Ok(())
         }
@@ -186,14 +185,19 @@ fn deploy_configured(
         let waiting =
             |holder: &str| eprintln!("waiting for the deploy lock of this directory ({holder})");
         let lock = DeployLock::acquire(&options.root, options.lock_timeout, &waiting)?;
-        manifest::forget(&options.root, &options.environment);
+        manifest::forget(&options.root, &options.environment)?;
         Some(lock)
     };
     let several = configured.graphs.len() > 1;
     let mut reports = Vec::new();
     for graph in &configured.graphs {
         let reporter = reporter_for(&graph.host, several);
-        reports.push(deploy_host(graph, None, options, &reporter)?);
+        reports.push(deploy_host(
+            graph,
+            deploy::Scope::Whole,
+            options,
+            &reporter,
+        )?);
     }
     let started = timings::phase("deploy", started);
     let clean = reports

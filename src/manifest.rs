@@ -4,7 +4,7 @@
 //! the state parses every node's named inputs; at thousands of files both
 //! cost far more than looking at the deployed files does. After a deploy in
 //! which every node finished, tack writes this compact manifest
-//! (`.tack/state/<env>/inputs.json`), per component:
+//! (`.tack/state/<env>/.manifest.json`), per component:
 //!
 //! - the files configuring it read (its `component.cfg`, its templates),
 //!   each with the stat taken just before it was read;
@@ -45,7 +45,7 @@ use crate::configure::{component_def, environment_def, wiring, wiring_signature,
 use crate::db::{Database, Db, Deployment, FileStat};
 use crate::deploy::HostReport;
 use crate::environment::EnvironmentDef;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::graph::{Action, HostGraph, NodeSpec};
 use crate::observe::{python_version, stat_matches};
@@ -123,10 +123,12 @@ pub enum Check {
     Never,
 }
 
+/// Beside each host's state: a name no host can have (see
+/// `environment::is_host_name`), so never `<host>.json`.
 pub fn path(root: &Path, environment: &str) -> PathBuf {
     root.join(".tack/state")
         .join(environment)
-        .join("inputs.json")
+        .join(".manifest.json")
 }
 
 /// This tack binary: a different build may configure differently.
@@ -155,8 +157,16 @@ pub fn read(root: &Path, environment: &str) -> Option<(Manifest, FileStat)> {
 }
 
 /// Forgets the manifest, so the next run configures in full.
-pub fn forget(root: &Path, environment: &str) {
-    let _ = fs::remove_file(path(root, environment));
+/// A deploy that cannot forget it must not start: were it to fail, the
+/// manifest would vouch for what it left.
+pub fn forget(root: &Path, environment: &str) -> Result<()> {
+    let path = path(root, environment);
+    match fs::remove_file(&path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io("remove", path, error))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Manifest {
@@ -168,8 +178,10 @@ impl Manifest {
     }
 
     pub fn write(&self, environment: &str) -> Result<()> {
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        write_atomically(&path(&self.root, environment), &bytes, 0o600, false)
+        let path = path(&self.root, environment);
+        let bytes = serde_json::to_vec(self)
+            .map_err(|error| Error::io("serialize", &path, std::io::Error::other(error)))?;
+        write_atomically(&path, &bytes, 0o600, false)
     }
 }
 

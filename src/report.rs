@@ -13,14 +13,24 @@ use similar::TextDiff;
 
 use crate::reason::Reason;
 
-/// `println!` for tack's output: a closed stdout (`tack ... | head`) ends
-/// the output, not the program with a panic.
+/// `println!` for tack's output, in a function returning tack's `Result`:
+/// a closed stdout (`tack ... | head`) ends the output, not the program;
+/// any other failure to write (a full disk) is an error.
 #[macro_export]
 macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::report::write_out(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// Writes to stdout; see [`outln!`].
+pub fn write_out(text: std::fmt::Arguments) -> crate::error::Result<()> {
+    match std::io::stdout().lock().write_fmt(text) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(
+            crate::error::Error::io("write to", Path::new("standard output"), error),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// batou caps diffs at 200 lines; so do we.

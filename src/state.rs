@@ -40,9 +40,9 @@ use crate::fingerprint::Fingerprint;
 use crate::process::Process;
 use crate::provenance::Inputs;
 
-/// Bumped when the layout of a record changes; an older file is then
-/// discarded. (Format 1 is the single-file layout, whose records are the
-/// same and are split on load.)
+/// Bumped when the layout of a record changes; a file of another format
+/// is then discarded. Splitting the state into a file per component kept
+/// the records as they were, so both layouts are format 1.
 const FORMAT: u32 = 1;
 
 /// The records of some or all components of one host, in memory.
@@ -185,6 +185,10 @@ impl StateStore {
 
     pub fn component_file(&self, component: &str) -> PathBuf {
         self.dir.join(format!("{component}.json"))
+    }
+
+    pub fn journal_path(&self) -> &Path {
+        &self.journal_path
     }
 
     /// A journal means a deploy is running here or was killed.
@@ -347,7 +351,17 @@ fn read_state_file(
     path: &Path,
     warnings: &mut Vec<String>,
 ) -> Option<BTreeMap<String, NodeRecord>> {
-    let bytes = fs::read(path).ok()?;
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            warnings.push(format!(
+                "cannot read `{}` ({error}); verifying its nodes against disk",
+                path.display()
+            ));
+            return None;
+        }
+    };
     match serde_json::from_slice::<StateFile>(&bytes) {
         Ok(file) if file.format == FORMAT => Some(file.nodes),
         Ok(_) => {

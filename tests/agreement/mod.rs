@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::support::{set, Deployment};
 
-const MANIFEST: &str = ".tack/state/dev/inputs.json";
+const MANIFEST: &str = ".tack/state/dev/.manifest.json";
 
 /// Runs `scenario` twice from scratch, with `take_full` false and true
 /// (whether to call [`full`] before its last run), and asserts that both
@@ -436,6 +436,94 @@ fn a_deploy_killed_while_a_run_looked_is_repaired() {
         let out = d.tack(&["local", "dev", "--no-cache-read"]).success();
         (ran(&out), d.read("work/x/runs"))
     });
+}
+
+/// db provides `database`, app and web require it, tools stands alone.
+/// app's template is edited, so app is what a run finds changed; db is
+/// configured too, as app's provider, and web is not.
+fn provider_and_two_requirers() -> Deployment {
+    let requirer = |name: &str| {
+        format!("[require:database]\none = true\n\n[file:{name}.conf]\ncontent = {name} {{{{ database.port }}}}\n")
+    };
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = db, app, web, tools\n")
+        .component(
+            "db",
+            "[attributes]\nport = 5432\n\n[provide:database]\nport = {{ port }}\n\n\
+             [file:db.conf]\ncontent = {{ port }}\n",
+        )
+        .component("app", &requirer("app"))
+        .component("web", &requirer("web"))
+        .component("tools", "[file:motd]\ncontent = tools\n");
+    d.tack(&["local", "dev"]).success();
+    d.replace(
+        "components/app/component.cfg",
+        "content = app",
+        "content = APP",
+    );
+    d
+}
+
+/// Runs `local dev`, stopped after it looked at every file and before it
+/// configured (`TACK_TEST_STOP_AFTER_LOOK`), and makes `edit` then.
+fn edit_while_stopped_after_look(d: &Deployment, edit: impl FnOnce()) {
+    let mut run = d
+        .tack_command(&["local", "dev"])
+        .env("TACK_TEST_STOP_AFTER_LOOK", "1")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    let started = Instant::now();
+    let stopped = || {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('T'))
+    };
+    while !stopped() {
+        assert!(started.elapsed() < Duration::from_secs(20), "never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    edit();
+    let resumed = Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status();
+    assert!(resumed.unwrap().success());
+    assert!(run.wait().unwrap().success());
+}
+
+/// db's port is edited after the run looked: the run deploys the new port
+/// to db and app, which it configures, but not to web. The manifest must
+/// not vouch for db's new file then, or web would never be updated: the
+/// next run updates web, as the full path would.
+#[test]
+fn a_provider_edited_after_the_look_reaches_every_requirer_next_time() {
+    let d = provider_and_two_requirers();
+    edit_while_stopped_after_look(&d, || {
+        d.replace("components/db/component.cfg", "5432", "6000");
+    });
+    assert_eq!(d.read("work/web/web.conf"), "web 5432\n");
+    let next = d.tack(&["local", "dev"]).success();
+    assert_eq!(d.read("work/web/web.conf"), "web 6000\n", "{next}");
+    assert_eq!(d.read("work/app/app.conf"), "APP 6000\n");
+}
+
+/// The same with db's port overridden in the environment file after the
+/// run looked.
+#[test]
+fn an_override_added_after_the_look_reaches_every_requirer_next_time() {
+    let d = provider_and_two_requirers();
+    edit_while_stopped_after_look(&d, || {
+        let env = d.read("environments/dev.cfg");
+        d.write(
+            "environments/dev.cfg",
+            &format!("{env}\n[component:db]\nport = 8000\n"),
+        );
+    });
+    let next = d.tack(&["local", "dev"]).success();
+    assert_eq!(d.read("work/web/web.conf"), "web 8000\n", "{next}");
+    assert_eq!(d.read("work/db/db.conf"), "8000\n");
 }
 
 // ---------------------------------------------------------------------------

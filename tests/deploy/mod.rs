@@ -668,6 +668,25 @@ fn a_closed_stdout_ends_the_output_not_the_run() {
     assert_eq!(d.read("work/app/motd"), "Welcome, world!\n");
 }
 
+/// Output that cannot be written for another reason (a full disk) is an
+/// error: a script must not read an empty report as success.
+#[test]
+fn output_to_a_full_disk_is_an_error() {
+    let d = hello();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = d
+        .tack_command(&["graph", "dev"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("standard output"), "{stderr}");
+}
+
 /// `[require:KEY] one = true`: the one provider's fields as a map.
 #[test]
 fn a_single_required_value_is_a_map() {

@@ -382,3 +382,18 @@ fn a_key_provided_twice_where_one_is_expected() {
     );
     assert!(!deployment.exists("work") && !deployment.exists(".tack"));
 }
+
+#[test]
+fn a_host_name_that_is_not_one() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n../elsewhere = app\n")
+        .component("app", "[file:a]\ncontent = a\n");
+    refused(
+        &d,
+        &["local", "dev"],
+        &[
+            "environments/dev.cfg:3 [hosts] ../elsewhere",
+            "is not a host name",
+        ],
+    );
+}
