@@ -59,7 +59,9 @@ pub struct Database {
 
 /// Size, mtime, ctime and inode: a file whose stat is unchanged has the
 /// content it had (ctime cannot be set back by any user tool).
+/// Stored as a JSON array: the manifest holds one per file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "StatFields", into = "StatFields")]
 pub struct FileStat {
     pub size: u64,
     pub mtime: (i64, i64),
@@ -67,16 +69,39 @@ pub struct FileStat {
     pub ino: u64,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StatFields(u64, (i64, i64), (i64, i64), u64);
+
+impl From<StatFields> for FileStat {
+    fn from(StatFields(size, mtime, ctime, ino): StatFields) -> FileStat {
+        FileStat {
+            size,
+            mtime,
+            ctime,
+            ino,
+        }
+    }
+}
+
+impl From<FileStat> for StatFields {
+    fn from(stat: FileStat) -> StatFields {
+        StatFields(stat.size, stat.mtime, stat.ctime, stat.ino)
+    }
+}
+
 impl FileStat {
     pub fn of(path: &Path) -> Option<FileStat> {
+        Some(FileStat::from_meta(&std::fs::metadata(path).ok()?))
+    }
+
+    pub fn from_meta(meta: &std::fs::Metadata) -> FileStat {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path).ok()?;
-        Some(FileStat {
+        FileStat {
             size: meta.size(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
             ctime: (meta.ctime(), meta.ctime_nsec()),
             ino: meta.ino(),
-        })
+        }
     }
 }
 

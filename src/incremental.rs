@@ -233,7 +233,8 @@ fn look(root: &Path, manifest: &Manifest) -> std::result::Result<Look, String> {
                     })
                 })
                 .filter(|(placed, state)| {
-                    *state != placed.state || !placed.nodes.iter().all(|n| n.check.holds(&pythons))
+                    *state != placed.state
+                        || !placed.nodes.iter().all(|n| n.check.holds(root, &pythons))
                 })
                 .map(|(placed, _)| placed.component.clone())
                 .collect::<BTreeSet<String>>()

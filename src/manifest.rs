@@ -48,9 +48,9 @@ use crate::environment::EnvironmentDef;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::graph::{Action, HostGraph, NodeSpec};
-use crate::observe::{python_version, stat_matches};
+use crate::observe::python_version;
 use crate::process::Process;
-use crate::state::{NodeRecord, Observed, State, StateStore};
+use crate::state::{NodeRecord, State, StateStore};
 
 /// A file the configure phase read, by path relative to the root, with
 /// its stat from just before (`None`: it was missing).
@@ -106,11 +106,12 @@ pub struct NodeCheck {
     pub check: Check,
 }
 
-/// What to look at to know a node's target is as recorded.
+/// What to look at to know a node's target is as recorded. Paths inside
+/// the deployment are kept relative to its root.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Check {
-    /// The stat recorded after the write.
-    File(PathBuf, Observed),
+    /// The stat and mode recorded after the write.
+    File(PathBuf, FileStat, u32),
     Directory(PathBuf, u32),
     /// The link's target, hashed: it may render a secret.
     Symlink(PathBuf, Fingerprint),
@@ -365,7 +366,7 @@ pub fn placed_records(
             checks.push(NodeCheck {
                 id: node.id.clone(),
                 display: node.display.clone(),
-                check: check_for(node, record),
+                check: check_for(store.root(), node, record),
             });
         }
         placed.push(PlacedRecord {
@@ -393,28 +394,39 @@ pub fn host_record(root: &Path, graph: &HostGraph, report: &HostReport) -> Optio
 
 /// The cheapest look that tells whether `node`'s target is as `record`
 /// says it was left: what `observe` and `plan` would find unchanged.
-fn check_for(node: &NodeSpec, record: &NodeRecord) -> Check {
+fn check_for(root: &Path, node: &NodeSpec, record: &NodeRecord) -> Check {
     let python = || {
         let python = record.inputs.get("python").map(|input| input.value.clone());
         python.zip(record.facts.get("python").cloned())
     };
+    let short = |path: &Path| path.strip_prefix(root).unwrap_or(path).to_path_buf();
     match &node.action {
         Action::File { target, .. } => match record.observed {
-            Some(observed) => Check::File(target.clone(), observed),
+            Some(seen) => {
+                let stat = FileStat {
+                    size: seen.size,
+                    mtime: seen.mtime,
+                    ctime: seen.ctime,
+                    ino: seen.ino,
+                };
+                Check::File(short(target), stat, seen.mode)
+            }
             None => Check::Never,
         },
-        Action::Directory { target, mode } => Check::Directory(target.clone(), *mode),
+        Action::Directory { target, mode } => Check::Directory(short(target), *mode),
         Action::Symlink { target, points_to } => {
-            Check::Symlink(target.clone(), Fingerprint::of_bytes(points_to.as_bytes()))
+            Check::Symlink(short(target), Fingerprint::of_bytes(points_to.as_bytes()))
         }
         Action::Command(_) | Action::Buildout { .. } => {
-            Check::Outputs(record.produced.clone(), python())
+            let produced = record.produced.iter().map(|p| short(p)).collect();
+            Check::Outputs(produced, python())
         }
-        Action::Venv(bootstrap) => {
-            Check::Outputs(vec![bootstrap.venv.join(".tack-bootstrap")], python())
-        }
+        Action::Venv(bootstrap) => Check::Outputs(
+            vec![short(&bootstrap.venv.join(".tack-bootstrap"))],
+            python(),
+        ),
         Action::Service(_) => match record.process {
-            Some(process) => Check::Service(node.action.target().clone(), process),
+            Some(process) => Check::Service(short(node.action.target()), process),
             None => Check::Never,
         },
         Action::Program { .. } => Check::Nothing,
@@ -426,18 +438,26 @@ fn check_for(node: &NodeSpec, record: &NodeRecord) -> Check {
 pub struct Pythons(Mutex<BTreeMap<String, Option<String>>>);
 
 impl Check {
-    /// Whether the target still looks as recorded.
-    pub fn holds(&self, pythons: &Pythons) -> bool {
+    /// Whether the target (below `root` if relative) still looks as
+    /// recorded.
+    pub fn holds(&self, root: &Path, pythons: &Pythons) -> bool {
         match self {
-            Check::File(path, observed) => fs::symlink_metadata(path)
-                .is_ok_and(|meta| meta.is_file() && stat_matches(observed, &meta)),
-            Check::Directory(path, mode) => fs::symlink_metadata(path)
+            Check::File(path, stat, mode) => {
+                fs::symlink_metadata(root.join(path)).is_ok_and(|meta| {
+                    meta.is_file()
+                        && FileStat::from_meta(&meta) == *stat
+                        && meta.mode() & 0o7777 == *mode
+                })
+            }
+            Check::Directory(path, mode) => fs::symlink_metadata(root.join(path))
                 .is_ok_and(|meta| meta.is_dir() && meta.mode() & 0o7777 == *mode),
-            Check::Symlink(path, points_to) => fs::read_link(path).is_ok_and(|found| {
+            Check::Symlink(path, points_to) => fs::read_link(root.join(path)).is_ok_and(|found| {
                 Fingerprint::of_bytes(found.as_os_str().as_encoded_bytes()) == *points_to
             }),
             Check::Outputs(paths, python) => {
-                paths.iter().all(|path| fs::symlink_metadata(path).is_ok())
+                paths
+                    .iter()
+                    .all(|path| fs::symlink_metadata(root.join(path)).is_ok())
                     && python.as_ref().is_none_or(|(python, version)| {
                         let mut known = pythons.0.lock().unwrap_or_else(|e| e.into_inner());
                         let now = known
@@ -446,7 +466,9 @@ impl Check {
                         now.as_ref() == Some(version)
                     })
             }
-            Check::Service(pidfile, process) => Process::from_pidfile(pidfile) == Some(*process),
+            Check::Service(pidfile, process) => {
+                Process::from_pidfile(&root.join(pidfile)) == Some(*process)
+            }
             Check::Nothing => true,
             Check::Never => false,
         }

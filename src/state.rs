@@ -149,6 +149,7 @@ pub struct Observed {
 
 /// The state of one environment on one host, and its journal.
 pub struct StateStore {
+    root: PathBuf,
     dir: PathBuf,
     /// The single file of the old layout.
     legacy: PathBuf,
@@ -166,11 +167,17 @@ impl StateStore {
     pub fn new(root: &Path, environment: &str, host: &str) -> StateStore {
         let dir = root.join(".tack").join("state").join(environment);
         StateStore {
+            root: root.to_path_buf(),
             dir: dir.join(host),
             legacy: dir.join(format!("{host}.json")),
             journal_path: dir.join(format!("{host}.journal")),
             journal: Mutex::new(None),
         }
+    }
+
+    /// The deployment root.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The directory of the component files.
