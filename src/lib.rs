@@ -250,6 +250,9 @@ fn configure_all(root: &Path, target: &Target) -> Result<Configured> {
             }
         }
     }
+    if env.connect_method == ConnectMethod::Local {
+        errors.extend(shared_targets(&graphs));
+    }
     if !errors.is_empty() {
         return Err(Error::Configs(errors));
     }
@@ -262,6 +265,38 @@ fn configure_all(root: &Path, target: &Target) -> Result<Configured> {
         db,
         deployment,
     })
+}
+
+/// `connect_method = local` deploys every host to this machine: a path
+/// owned by nodes of two hosts would be rewritten by each in turn, on
+/// every run.
+fn shared_targets(graphs: &[Arc<HostGraph>]) -> Vec<ConfigError> {
+    let mut owners: std::collections::BTreeMap<&Path, (&str, &graph::NodeSpec)> =
+        std::collections::BTreeMap::new();
+    let mut errors = Vec::new();
+    for graph in graphs {
+        for node in graph.nodes.iter().filter(|node| node.action.owns_target()) {
+            let target = node.action.target().as_path();
+            match owners.get(target) {
+                Some((host, other)) if *host != graph.host => errors.push(ConfigError::new(
+                    error::Location::file(format!("components/{}/component.cfg", node.component)),
+                    format!(
+                        "{} on host `{host}` and {} on host `{}` both deploy `{}`: \
+                         connect_method = local deploys every host to this machine",
+                        other.display,
+                        node.display,
+                        graph.host,
+                        target.display()
+                    ),
+                )),
+                Some(_) => {}
+                None => {
+                    owners.insert(target, (&graph.host, node));
+                }
+            }
+        }
+    }
+    errors
 }
 
 /// The hosts `tack local` deploys: `--host`, else every host when the

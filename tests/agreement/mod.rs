@@ -196,16 +196,13 @@ fn an_error_on_a_host_not_deployed_is_reported() {
 // ---------------------------------------------------------------------------
 
 /// app is on hosts a and b (both deployed: `connect_method = local`) and
-/// requires `database` from its own host (dba on a, dbb on b); its file
+/// requires `database` from its own host (dba on a, dbb on b); its command
 /// does not read it. dba's port changes: app@a is reached, app@b is not,
 /// and b's summary still counts app's node as unchanged (the part is kept
 /// by placement, not by component name).
 ///
-/// (If app's file read `database.url`, both placements would write the same
-/// `work/app/app.conf` with different contents: the full path lets b's
-/// placement win on every run, the incremental path a's. That conflict is
-/// the configuration's, and not caught by either path: `assemble` checks
-/// owners per host.)
+/// (app runs a command rather than deploying a file: with `connect_method =
+/// local`, one path deployed by two hosts is a configuration error.)
 fn two_hosts() -> Deployment {
     let mut d = Deployment::new().env("dev", "[hosts]\na = dba, app\nb = dbb, app\n");
     for db in ["dba", "dbb"] {
@@ -217,7 +214,7 @@ fn two_hosts() -> Deployment {
     }
     let d = d.component(
         "app",
-        "[require:database]\none = true\n\n[file:app.conf]\ncontent = app\n",
+        "[require:database]\none = true\n\n[command:hello]\nrun = true\n",
     );
     d.tack(&["local", "dev"]).success();
     d.replace("components/dba/component.cfg", "5432", "6000");

@@ -397,3 +397,19 @@ fn a_host_name_that_is_not_one() {
         ],
     );
 }
+
+#[test]
+fn one_path_deployed_by_two_hosts_of_this_machine() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nfront = app\nback = app\n")
+        .component("app", "[file:app.conf]\ncontent = a\n");
+    refused(
+        &d,
+        &["local", "dev"],
+        &[
+            "components/app/component.cfg",
+            "App > File(app.conf) on host `front` and App > File(app.conf) on host `back` both deploy",
+            "connect_method = local deploys every host to this machine",
+        ],
+    );
+}
