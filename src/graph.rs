@@ -216,16 +216,19 @@ pub struct HostGraph {
 }
 
 impl HostGraph {
-    /// The components with nodes in this graph, sorted, each once.
+    /// Each component's nodes, in graph order: `configure::assemble`
+    /// places the nodes of a component together.
+    pub fn by_component(&self) -> impl Iterator<Item = (&str, &[NodeSpec])> {
+        self.nodes
+            .chunk_by(|a, b| a.component == b.component)
+            .map(|nodes| (nodes[0].component.as_str(), nodes))
+    }
+
+    /// The components with nodes in this graph.
     pub fn components(&self) -> Vec<String> {
-        let mut components: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|node| node.component.clone())
-            .collect();
-        components.sort();
-        components.dedup();
-        components
+        self.by_component()
+            .map(|(component, _)| component.to_string())
+            .collect()
     }
 
     /// The graph as Graphviz dot, for `tack graph`.

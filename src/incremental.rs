@@ -43,6 +43,7 @@ use crate::db::{Database, Deployment, FileStat};
 use crate::deploy::{deploy_host, HostReport, NodeReport, Options, Scope};
 use crate::environment::EnvironmentDef;
 use crate::error::Result;
+use crate::fingerprint::Fingerprint;
 use crate::graph::HostGraph;
 use crate::lock::DeployLock;
 use crate::manifest::{self, Manifest, Pythons};
@@ -92,10 +93,7 @@ pub fn run(
         ));
     }
     let phase = crate::timings::phase("read manifest", started);
-    let journal = manifest.hosts.iter().any(|record| {
-        StateStore::new(&options.root, &options.environment, &record.host).journal_exists()
-    });
-    if journal {
+    if any_journal(options, &manifest) {
         return Ok(Outcome::Full(
             "a deploy was interrupted: its journal is replayed".into(),
         ));
@@ -107,7 +105,7 @@ pub fn run(
     let phase = crate::timings::phase("look at sources and targets", phase);
     crate::fault::looked();
     if look.seeds.is_empty() && look.environment.is_none() {
-        let reports = nothing_to_do(&manifest, options, reporter_for, options.started);
+        let reports = nothing_to_do(&manifest, options, reporter_for);
         return Ok(Outcome::Done(reports));
     }
 
@@ -127,7 +125,7 @@ pub fn run(
             };
             reporter_for(&first.host, false).line(&format!(
                 "Configuring {} of {} components ({changed})",
-                part.components.len(),
+                part.components().len(),
                 manifest.components.len(),
             ));
         }
@@ -143,10 +141,7 @@ pub fn run(
         // Another deploy ran since the manifest was read (it forgets the
         // manifest when it starts, and leaves a journal if it was killed):
         // what was looked at is stale.
-        let interrupted = manifest.hosts.iter().any(|record| {
-            StateStore::new(&options.root, &options.environment, &record.host).journal_exists()
-        });
-        if FileStat::of(&manifest_path) != Some(written) || interrupted {
+        if FileStat::of(&manifest_path) != Some(written) || any_journal(options, &manifest) {
             return Ok(Outcome::Full(
                 "another deploy ran while this one looked".into(),
             ));
@@ -189,11 +184,19 @@ pub fn run(
     Ok(Outcome::Done(reports))
 }
 
+/// A journal means a deploy is running or was killed on one of the hosts.
+fn any_journal(options: &Options, manifest: &Manifest) -> bool {
+    manifest.hosts.iter().any(|record| {
+        StateStore::new(&options.root, &options.environment, &record.host).journal_exists()
+    })
+}
+
 /// Stats every source, state file and target, in parallel; `Err` says why
 /// the full path must run.
 fn look(root: &Path, manifest: &Manifest) -> std::result::Result<Look, String> {
+    let environment = manifest.environment_name();
     for record in &manifest.hosts {
-        let store = StateStore::new(root, &manifest.environment_name(), &record.host);
+        let store = StateStore::new(root, &environment, &record.host);
         if FileStat::of(store.dir()) != record.state_dir {
             return Err(format!(
                 "files of `{}` were added or removed by hand",
@@ -221,7 +224,6 @@ fn look(root: &Path, manifest: &Manifest) -> std::result::Result<Look, String> {
         },
         || {
             let pythons = Pythons::default();
-            let environment = manifest.environment_name();
             manifest
                 .hosts
                 .par_iter()
@@ -247,11 +249,7 @@ fn look(root: &Path, manifest: &Manifest) -> std::result::Result<Look, String> {
     } else {
         let unreadable = || format!("`{file}` cannot be read or parsed");
         let text = std::fs::read_to_string(root.join(file)).map_err(|_| unreadable())?;
-        let name = file
-            .strip_prefix("environments/")
-            .and_then(|name| name.strip_suffix(".cfg"))
-            .ok_or_else(unreadable)?;
-        let env = EnvironmentDef::parse(name, file, &text).map_err(|_| unreadable())?;
+        let env = EnvironmentDef::parse(&environment, file, &text).map_err(|_| unreadable())?;
         if env.settings_digest() != manifest.settings {
             return Err(format!("the settings or hosts of `{file}` changed"));
         }
@@ -270,8 +268,8 @@ fn nothing_to_do(
     manifest: &Manifest,
     options: &Options,
     reporter_for: &dyn Fn(&str, bool) -> Reporter,
-    started: Instant,
 ) -> Vec<HostReport> {
+    let started = options.started;
     let mut reports = Vec::new();
     for record in &manifest.hosts {
         let nodes = in_host_order(record, Vec::new());
@@ -328,10 +326,18 @@ struct Part {
     deployment: Deployment,
     /// The placements configured and deployed.
     placements: BTreeSet<Placement>,
-    /// Their components.
-    components: BTreeSet<String>,
     /// One graph per host of the manifest, in its order.
     graphs: Vec<HostGraph>,
+}
+
+impl Part {
+    /// The components of its placements.
+    fn components(&self) -> BTreeSet<&str> {
+        self.placements
+            .iter()
+            .map(|p| p.component.as_str())
+            .collect()
+    }
 }
 
 /// Configures the seeds, what requires from them and their same-host
@@ -408,8 +414,8 @@ fn configure_part(
             return Err(format!("`{}` changed while it was read", env.file));
         }
     }
-    let components: BTreeSet<String> = part.iter().map(|p| p.component.clone()).collect();
-    for component in &components {
+    let components: BTreeSet<&String> = part.iter().map(|p| &p.component).collect();
+    for component in components {
         let def = component_def(&db, deployment, component.clone())
             .as_ref()
             .map_err(|_| configuration_error())?;
@@ -451,13 +457,22 @@ fn configure_part(
             .collect();
         let graph =
             assemble(&db, deployment, &record.host, &order).map_err(|_| configuration_error())?;
+        // Each shape once: a part can hold most of a large deployment.
+        let now: BTreeMap<&str, Fingerprint> = graph
+            .by_component()
+            .map(|(component, nodes)| (component, manifest::shape(nodes)))
+            .collect();
+        let recorded: BTreeMap<&str, Fingerprint> = record
+            .components
+            .iter()
+            .map(|placed| (placed.component.as_str(), placed.shape))
+            .collect();
+        let no_nodes = manifest::shape([]);
         let reshaped = order.iter().find(|component| {
-            let recorded = record
-                .components
-                .iter()
-                .find(|placed| &placed.component == *component)
-                .map_or_else(|| manifest::shape([]), |placed| placed.shape);
-            manifest::shape(graph.nodes.iter().filter(|n| &n.component == *component)) != recorded
+            let shape = |shapes: &BTreeMap<&str, Fingerprint>| {
+                shapes.get(component.as_str()).copied().unwrap_or(no_nodes)
+            };
+            shape(&now) != shape(&recorded)
         });
         if let Some(component) = reshaped {
             return Err(format!(
@@ -470,7 +485,6 @@ fn configure_part(
         db,
         deployment,
         placements: part.into_iter().cloned().collect(),
-        components,
         graphs,
     })
 }
@@ -486,25 +500,19 @@ fn refresh_manifest(
 ) -> bool {
     let root = manifest.root.clone();
     let read = manifest::vouched(&root, &part.db, before);
-    if look.environment.is_none() {
+    let env_read = read
+        .iter()
+        .find(|(path, _)| path == &manifest.environment.0);
+    match (&look.environment, env_read) {
         // Unchanged when looked at: configuring must have read it so.
-        let env = read
-            .iter()
-            .find(|(path, _)| path == &manifest.environment.0);
-        if env.is_some_and(|env| env != &manifest.environment) {
-            return false;
-        }
-    }
-    if let Some(env) = &look.environment {
-        let Some(stat) = read
-            .iter()
-            .find(|(path, _)| path == &manifest.environment.0)
-        else {
-            return false;
-        };
-        manifest.environment = stat.clone();
-        for (name, record) in manifest.components.iter_mut() {
-            record.overrides = manifest::overrides_digest(env, name);
+        (None, Some(env_read)) if env_read != &manifest.environment => return false,
+        (None, _) => {}
+        (Some(_), None) => return false,
+        (Some(env), Some(env_read)) => {
+            manifest.environment = env_read.clone();
+            for (name, record) in manifest.components.iter_mut() {
+                record.overrides = manifest::overrides_digest(env, name);
+            }
         }
     }
     let Some(mut by_component) = manifest::sources_by_component(&read, &manifest.environment.0)
@@ -514,8 +522,8 @@ fn refresh_manifest(
     let Ok(env) = environment_def(&part.db, part.deployment) else {
         return false;
     };
-    for component in &part.components {
-        let Ok(def) = component_def(&part.db, part.deployment, component.clone()) else {
+    for component in part.components() {
+        let Ok(def) = component_def(&part.db, part.deployment, component.to_string()) else {
             return false;
         };
         let sources = by_component.remove(component).unwrap_or_default();
@@ -528,7 +536,7 @@ fn refresh_manifest(
             return false;
         }
         let record = manifest::component_record(env, def, sources);
-        manifest.components.insert(component.clone(), record);
+        manifest.components.insert(component.to_string(), record);
     }
     for ((record, graph), report) in manifest.hosts.iter_mut().zip(&part.graphs).zip(reports) {
         let Some(new) = manifest::host_record(&root, graph, report) else {

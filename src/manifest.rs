@@ -350,14 +350,7 @@ pub fn placed_records(
         return None;
     }
     let mut placed: Vec<PlacedRecord> = Vec::new();
-    let mut start = 0;
-    while start < graph.nodes.len() {
-        let component = &graph.nodes[start].component;
-        let end = graph.nodes[start..]
-            .iter()
-            .position(|node| &node.component != component)
-            .map_or(graph.nodes.len(), |offset| start + offset);
-        let nodes = &graph.nodes[start..end];
+    for (component, nodes) in graph.by_component() {
         let mut checks = Vec::with_capacity(nodes.len());
         for node in nodes {
             let record = state
@@ -370,12 +363,11 @@ pub fn placed_records(
             });
         }
         placed.push(PlacedRecord {
-            component: component.clone(),
+            component: component.to_string(),
             shape: shape(nodes),
             state: FileStat::of(&store.component_file(component)),
             nodes: checks,
         });
-        start = end;
     }
     Some(placed)
 }
