@@ -17,7 +17,7 @@
 //! what is deployed. `workdir` is computed, never created.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ use crate::db::{Db, Deployment};
 use crate::environment::EnvironmentDef;
 use crate::error::{ConfigError, Location};
 use crate::fingerprint::{node_key, Fingerprint};
-use crate::graph::{Action, HostGraph, NodeSpec, Watches};
+use crate::graph::{clashing_owners, Action, HostGraph, NodeSpec, Watches};
 use crate::provenance::{Input, Sourced};
 use crate::template::{render, ContextVar, ProvidedRecord, TemplateContext};
 
@@ -663,19 +663,16 @@ pub fn assemble(
         }
         ranges.insert(component.clone(), offset..graph.nodes.len());
     }
-    let mut owners: BTreeMap<&Path, &NodeSpec> = BTreeMap::new();
-    for node in graph.nodes.iter().filter(|node| node.action.owns_target()) {
-        if let Some(other) = owners.insert(node.action.target(), node) {
-            errors.push(ConfigError::new(
-                Location::file(format!("components/{}/component.cfg", node.component)),
-                format!(
-                    "{} and {} both deploy `{}`",
-                    other.display,
-                    node.display,
-                    node.action.target().display()
-                ),
-            ));
-        }
+    for [(_, other), (_, node)] in clashing_owners(graph.nodes.iter().map(|node| ((), node))) {
+        errors.push(ConfigError::new(
+            Location::file(format!("components/{}/component.cfg", node.component)),
+            format!(
+                "{} and {} both deploy `{}`",
+                other.display,
+                node.display,
+                node.action.target().display()
+            ),
+        ));
     }
     if errors.is_empty() {
         Ok(graph)

@@ -215,6 +215,24 @@ pub struct HostGraph {
     pub nodes: Vec<NodeSpec>,
 }
 
+/// The nodes that own a path a node before them owns, each paired with
+/// that earlier owner (the latest one), in order; `T` says where a node
+/// comes from, such as its host.
+pub fn clashing_owners<'a, T: Copy>(
+    nodes: impl IntoIterator<Item = (T, &'a NodeSpec)>,
+) -> Vec<[(T, &'a NodeSpec); 2]> {
+    let mut owners: std::collections::BTreeMap<&Path, (T, &NodeSpec)> = Default::default();
+    let mut clashes = Vec::new();
+    for (from, node) in nodes {
+        if node.action.owns_target() {
+            if let Some(earlier) = owners.insert(node.action.target(), (from, node)) {
+                clashes.push([earlier, (from, node)]);
+            }
+        }
+    }
+    clashes
+}
+
 impl HostGraph {
     /// Each component's nodes, in graph order: `configure::assemble`
     /// places the nodes of a component together.

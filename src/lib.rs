@@ -271,32 +271,26 @@ fn configure_all(root: &Path, target: &Target) -> Result<Configured> {
 /// owned by nodes of two hosts would be rewritten by each in turn, on
 /// every run.
 fn shared_targets(graphs: &[Arc<HostGraph>]) -> Vec<ConfigError> {
-    let mut owners: std::collections::BTreeMap<&Path, (&str, &graph::NodeSpec)> =
-        std::collections::BTreeMap::new();
-    let mut errors = Vec::new();
-    for graph in graphs {
-        for node in graph.nodes.iter().filter(|node| node.action.owns_target()) {
-            let target = node.action.target().as_path();
-            match owners.get(target) {
-                Some((host, other)) if *host != graph.host => errors.push(ConfigError::new(
-                    error::Location::file(format!("components/{}/component.cfg", node.component)),
-                    format!(
-                        "{} on host `{host}` and {} on host `{}` both deploy `{}`: \
-                         connect_method = local deploys every host to this machine",
-                        other.display,
-                        node.display,
-                        graph.host,
-                        target.display()
-                    ),
-                )),
-                Some(_) => {}
-                None => {
-                    owners.insert(target, (&graph.host, node));
-                }
-            }
-        }
-    }
-    errors
+    let owned = graphs
+        .iter()
+        .flat_map(|graph| graph.nodes.iter().map(|node| (graph.host.as_str(), node)));
+    graph::clashing_owners(owned)
+        .into_iter()
+        // Within a host, `configure::assemble` reports them.
+        .filter(|[(host, _), (other_host, _)]| host != other_host)
+        .map(|[(host, other), (other_host, node)]| {
+            ConfigError::new(
+                error::Location::file(format!("components/{}/component.cfg", node.component)),
+                format!(
+                    "{} on host `{host}` and {} on host `{other_host}` both deploy `{}`: \
+                     connect_method = local deploys every host to this machine",
+                    other.display,
+                    node.display,
+                    node.action.target().display()
+                ),
+            )
+        })
+        .collect()
 }
 
 /// The hosts `tack local` deploys: `--host`, else every host when the
