@@ -54,6 +54,14 @@ pub struct Options {
 }
 
 impl Options {
+    /// Waits for the deploy lock of the deployment directory, saying for
+    /// whom it waits.
+    pub fn lock(&self) -> Result<crate::lock::DeployLock> {
+        let waiting =
+            |holder: &str| eprintln!("waiting for the deploy lock of this directory ({holder})");
+        crate::lock::DeployLock::acquire(&self.root, self.lock_timeout, &waiting)
+    }
+
     fn forced(&self, node: &NodeSpec) -> bool {
         self.force
             .iter()

@@ -45,7 +45,6 @@ use crate::environment::EnvironmentDef;
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::graph::HostGraph;
-use crate::lock::DeployLock;
 use crate::manifest::{self, Manifest, Pythons};
 use crate::report::{Reporter, Summary};
 use crate::state::StateStore;
@@ -135,9 +134,7 @@ pub fn run(
         None
     } else {
         let manifest_path = manifest::path(&options.root, &options.environment);
-        let waiting =
-            |holder: &str| eprintln!("waiting for the deploy lock of this directory ({holder})");
-        let lock = DeployLock::acquire(&options.root, options.lock_timeout, &waiting)?;
+        let lock = options.lock()?;
         // Another deploy ran since the manifest was read (it forgets the
         // manifest when it starts, and leaves a journal if it was killed):
         // what was looked at is stale.

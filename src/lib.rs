@@ -47,7 +47,6 @@ use crate::deploy::{deploy_host, CacheOptions, HostReport, Options};
 use crate::environment::{ConnectMethod, EnvironmentDef};
 use crate::error::{ConfigError, Error, Result};
 use crate::graph::HostGraph;
-use crate::lock::DeployLock;
 use crate::report::Reporter;
 
 /// Runs tack with `args` (program name first) and returns the exit code:
@@ -182,9 +181,7 @@ fn deploy_configured(
     let _lock = if options.dry_run {
         None
     } else {
-        let waiting =
-            |holder: &str| eprintln!("waiting for the deploy lock of this directory ({holder})");
-        let lock = DeployLock::acquire(&options.root, options.lock_timeout, &waiting)?;
+        let lock = options.lock()?;
         manifest::forget(&options.root, &options.environment)?;
         Some(lock)
     };
