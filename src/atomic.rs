@@ -39,6 +39,16 @@ pub fn write_atomically(path: &Path, content: &[u8], mode: u32, durable: bool) -
     Ok(())
 }
 
+/// Removes the file at `path`; one already gone is fine.
+pub fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io("remove", path, error))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Removes temp files an interrupted write left in `dir`; with
 /// `older_than`, only those not modified for that long.
 pub fn sweep_orphans(dir: &Path, older_than: Option<std::time::Duration>) {

@@ -161,13 +161,7 @@ pub fn read(root: &Path, environment: &str) -> Option<(Manifest, FileStat)> {
 /// A deploy that cannot forget it must not start: were it to fail, the
 /// manifest would vouch for what it left.
 pub fn forget(root: &Path, environment: &str) -> Result<()> {
-    let path = path(root, environment);
-    match fs::remove_file(&path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::io("remove", path, error))
-        }
-        _ => Ok(()),
-    }
+    crate::atomic::remove_if_present(&path(root, environment))
 }
 
 impl Manifest {

@@ -34,7 +34,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomically;
+use crate::atomic::{remove_if_present, write_atomically};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::process::Process;
@@ -285,11 +285,7 @@ impl StateStore {
                     .map(|(id, record)| (id.clone(), record.clone()))
                     .collect();
                 if nodes.is_empty() {
-                    return match fs::remove_file(&path) {
-                        Ok(()) => Ok(()),
-                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                        Err(error) => Err(Error::io("remove", &path, error)),
-                    };
+                    return remove_if_present(&path);
                 }
                 let file = StateFile {
                     format: FORMAT,
@@ -308,14 +304,8 @@ impl StateStore {
         }
         fs::create_dir_all(&self.dir).map_err(|error| Error::io("create", &self.dir, error))?;
         *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        for path in [&self.journal_path, &self.legacy] {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(Error::io("remove", path, error)),
-            }
-        }
-        Ok(())
+        remove_if_present(&self.journal_path)?;
+        remove_if_present(&self.legacy)
     }
 
     /// Appends one finished node to the journal.
