@@ -85,7 +85,7 @@ pub fn run(
         ));
     };
     let (mut manifest, written) = read;
-    if manifest.host.as_deref() != host || manifest.hostname != manifest::hostname() {
+    if manifest.host.as_deref() != host || manifest.hostname != crate::observe::hostname() {
         return Ok(Outcome::Full(
             "the last clean deploy chose its hosts with another --host or on another machine"
                 .into(),

@@ -307,10 +307,7 @@ fn select_hosts(env: &EnvironmentDef, wanted: Option<&str>) -> Result<Vec<String
     if env.connect_method == ConnectMethod::Local {
         return Ok(names);
     }
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_default();
+    let hostname = observe::hostname();
     let short = hostname.split('.').next().unwrap_or_default().to_string();
     let local: Vec<String> = names
         .iter()

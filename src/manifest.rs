@@ -198,14 +198,6 @@ pub fn clock() -> Stamp {
     }
 }
 
-/// This machine's name.
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_default()
-}
-
 /// A stat no file has: a source recorded with it is looked at again.
 const UNVOUCHED: FileStat = FileStat {
     size: u64::MAX,
@@ -499,7 +491,7 @@ pub fn of_full_run(
         build: build_id(),
         root,
         host: host.map(str::to_string),
-        hostname: hostname(),
+        hostname: crate::observe::hostname(),
         environment,
         settings: env.settings_digest(),
         wiring,

@@ -170,6 +170,14 @@ fn observe_python(python: &str, record: Option<&NodeRecord>) -> Observation {
     }
 }
 
+/// This machine's name, as `local` matches it against `[hosts]`.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_default()
+}
+
 /// The version `python --version` reports, such as `3.11.7`.
 pub fn python_version(python: &str) -> Option<String> {
     let output = std::process::Command::new(python)
