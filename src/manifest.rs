@@ -48,7 +48,7 @@ use crate::environment::EnvironmentDef;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::graph::{Action, HostGraph, NodeSpec};
-use crate::observe::python_version;
+use crate::observe::{python_version, stat_and_mode_match};
 use crate::process::Process;
 use crate::state::{NodeRecord, State, StateStore};
 
@@ -380,15 +380,7 @@ fn check_for(root: &Path, node: &NodeSpec, record: &NodeRecord) -> Check {
     let short = |path: &Path| path.strip_prefix(root).unwrap_or(path).to_path_buf();
     match &node.action {
         Action::File { target, .. } => match record.observed {
-            Some(seen) => {
-                let stat = FileStat {
-                    size: seen.size,
-                    mtime: seen.mtime,
-                    ctime: seen.ctime,
-                    ino: seen.ino,
-                };
-                Check::File(short(target), stat, seen.mode)
-            }
+            Some(seen) => Check::File(short(target), seen.file_stat(), seen.mode),
             None => Check::Never,
         },
         Action::Directory { target, mode } => Check::Directory(short(target), *mode),
@@ -420,13 +412,8 @@ impl Check {
     /// recorded.
     pub fn holds(&self, root: &Path, pythons: &Pythons) -> bool {
         match self {
-            Check::File(path, stat, mode) => {
-                fs::symlink_metadata(root.join(path)).is_ok_and(|meta| {
-                    meta.is_file()
-                        && FileStat::from_meta(&meta) == *stat
-                        && meta.mode() & 0o7777 == *mode
-                })
-            }
+            Check::File(path, stat, mode) => fs::symlink_metadata(root.join(path))
+                .is_ok_and(|meta| meta.is_file() && stat_and_mode_match(stat, *mode, &meta)),
             Check::Directory(path, mode) => fs::symlink_metadata(root.join(path))
                 .is_ok_and(|meta| meta.is_dir() && meta.mode() & 0o7777 == *mode),
             Check::Symlink(path, points_to) => fs::read_link(root.join(path)).is_ok_and(|found| {

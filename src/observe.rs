@@ -12,6 +12,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::db::FileStat;
 use crate::fingerprint::Fingerprint;
 use crate::graph::{Action, CommandSpec, ServiceSpec};
 use crate::process::Process;
@@ -199,11 +200,12 @@ fn observe_service(spec: &ServiceSpec) -> Observation {
 
 /// Whether `meta` is the stat recorded in `trusted` (the content hash aside).
 pub fn stat_matches(trusted: &Observed, meta: &fs::Metadata) -> bool {
-    trusted.size == meta.size()
-        && trusted.mtime == (meta.mtime(), meta.mtime_nsec())
-        && trusted.ctime == (meta.ctime(), meta.ctime_nsec())
-        && trusted.ino == meta.ino()
-        && trusted.mode == meta.mode() & 0o7777
+    stat_and_mode_match(&trusted.file_stat(), trusted.mode, meta)
+}
+
+/// Whether `meta` has exactly this stat and permission bits.
+pub fn stat_and_mode_match(stat: &FileStat, mode: u32, meta: &fs::Metadata) -> bool {
+    FileStat::from_meta(meta) == *stat && meta.mode() & 0o7777 == mode
 }
 
 pub fn observed_from(meta: &fs::Metadata, hash: Fingerprint) -> Observed {

@@ -147,6 +147,18 @@ pub struct Observed {
     pub hash: Fingerprint,
 }
 
+impl Observed {
+    /// The part of it a stat shows, without the content hash.
+    pub fn file_stat(&self) -> crate::db::FileStat {
+        crate::db::FileStat {
+            size: self.size,
+            mtime: self.mtime,
+            ctime: self.ctime,
+            ino: self.ino,
+        }
+    }
+}
+
 /// The state of one environment on one host, and its journal.
 pub struct StateStore {
     root: PathBuf,
