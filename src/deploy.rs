@@ -201,9 +201,15 @@ pub fn deploy_host(
         .iter()
         .map(|d| d.verdict == Verdict::Run)
         .collect();
-    sweep_orphans(store.dir(), None);
-    if let Some(dir) = store.dir().parent() {
-        sweep_orphans(dir, None);
+    // A state write killed halfway leaves a temp file there. A partial
+    // deploy never follows a killed one (every deploy forgets the
+    // manifest first, so the next run takes the whole host), and need not
+    // list the state directory, one file per component, again.
+    if matches!(scope, Scope::Whole) {
+        sweep_orphans(store.dir(), None);
+        if let Some(dir) = store.dir().parent() {
+            sweep_orphans(dir, None);
+        }
     }
     if selected.contains(&true) {
         let mut swept = std::collections::BTreeSet::new();
