@@ -100,6 +100,14 @@ pub struct CommandSpec {
     pub env: Vec<(String, String)>,
     /// Paths the step must produce; missing later means it runs again.
     pub outputs: Vec<PathBuf>,
+    /// Paths the step makes once and then holds data in (a database):
+    /// missing means it runs again, but they are never captured, restored
+    /// or pruned.
+    pub creates: Vec<PathBuf>,
+    /// `outputs` are a pure function of the step's inputs (`cache = true`,
+    /// and always for a buildout): they may be restored from the step cache
+    /// instead of running the step.
+    pub cacheable: bool,
     pub timeout_secs: u64,
 }
 
@@ -114,8 +122,15 @@ pub struct Bootstrap {
 impl Bootstrap {
     /// What the venv's marker file says once it is built with `python`
     /// at `version`: any difference means it must be built again.
+    /// The venv's own path is part of it: a venv's scripts and
+    /// `pyvenv.cfg` name the directory it was made in, so one copied or
+    /// restored from elsewhere is built again.
     pub fn marker(&self, version: &str) -> String {
-        format!("python {version}\n{}\n", self.packages.join("\n"))
+        format!(
+            "python {version}\nvenv {}\n{}\n",
+            self.venv.display(),
+            self.packages.join("\n")
+        )
     }
 
     pub fn marker_path(&self) -> PathBuf {

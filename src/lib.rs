@@ -47,6 +47,7 @@ use crate::deploy::{deploy_host, CacheOptions, HostReport, Options};
 use crate::environment::{ConnectMethod, EnvironmentDef};
 use crate::error::{ConfigError, Error, Result};
 use crate::graph::HostGraph;
+use crate::prune::Prunable;
 use crate::report::Reporter;
 
 /// Runs tack with `args` (program name first) and returns the exit code:
@@ -191,7 +192,9 @@ fn deploy_configured(
         let reporter = reporter_for(&graph.host, several);
         reports.push(deploy_host(
             graph,
-            deploy::Scope::Whole,
+            deploy::Scope::Whole {
+                prunable: &configured.prunable,
+            },
             options,
             &reporter,
         )?);
@@ -223,6 +226,8 @@ fn deploy_configured(
 /// What configuring produced, and the files it was produced from.
 struct Configured {
     graphs: Vec<Arc<HostGraph>>,
+    /// What `--prune` may touch, knowing every host's nodes.
+    prunable: Prunable,
     db: Database,
     deployment: Deployment,
 }
@@ -254,7 +259,12 @@ fn configure_all(root: &Path, target: &Target) -> Result<Configured> {
         return Err(Error::Configs(errors));
     }
     let selected = select_hosts(&env, target.host.as_deref())?;
+    let prunable = Prunable::new(
+        root.join(&env.work_dir),
+        graphs.iter().map(|graph| graph.as_ref()),
+    );
     Ok(Configured {
+        prunable,
         graphs: graphs
             .into_iter()
             .filter(|graph| selected.contains(&graph.host))
