@@ -7,6 +7,7 @@
 //! And what the cache must never do (issue 10): roll data back, hand a
 //! checkout outputs that work only in another one, or restore half a step.
 
+use std::fs;
 use std::process::{Command, Stdio};
 
 use crate::support::{files_under, Deployment};
@@ -356,4 +357,97 @@ fn half_a_step_is_never_captured_nor_restored() {
         b.path("work/app/.venv/bin/python").exists(),
         "the link resolves"
     );
+}
+
+/// A real `[supervisor]` (its venv from PyPI) running one program; the
+/// supervisord it starts is shut down when the value is dropped.
+struct Supervised {
+    d: Deployment,
+}
+
+impl Supervised {
+    fn new(port: u16) -> Supervised {
+        let d = Deployment::new()
+            .env("dev", "[hosts]\nlocalhost = tick, supervisor\n")
+            .component(
+                "tick",
+                "
+                [file:tick.sh]
+                content =
+                    #!/bin/sh
+                    while true; do echo tick; sleep 1; done
+                mode = 0755
+
+                [provide:programs]
+                name = tick
+                priority = 10
+                command = {{ workdir }}/tick.sh
+                ",
+            )
+            .component(
+                "supervisor",
+                &format!("[require:programs]\n\n[supervisor]\nport = {port}\n"),
+            );
+        Supervised { d }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let work = self.d.path("work/supervisor");
+        let ctl = work.join(".venv/bin/supervisorctl");
+        crate::tutorial::stop_everything(
+            self.d.root(),
+            &work,
+            &ctl,
+            &["-c", "etc/supervisord.conf"],
+        );
+    }
+}
+
+/// Issue 10, finding 2 with the real thing: checkout B sharing A's cache
+/// must not get A's venv (its scripts and `pyvenv.cfg` name A's path), and
+/// `--force` with `--no-cache-read` rebuilds a broken venv whose marker
+/// still matches.
+#[test]
+fn a_venv_is_never_handed_to_another_checkout_and_force_rebuilds_it() {
+    let shared = tempfile::tempdir().unwrap();
+    let cache_arg = shared.path().join("cache").display().to_string();
+    let a = Supervised::new(19211);
+    a.d.tack(&["local", "dev", "--cache-dir", &cache_arg])
+        .success();
+    let b = Supervised::new(19212);
+    let output =
+        b.d.tack(&["local", "dev", "--cache-dir", &cache_arg])
+            .success();
+    assert!(!output.stdout.contains("Restored"), "{output}");
+    let a_root = a.d.root().display().to_string();
+    for file in [".venv/pyvenv.cfg", ".venv/bin/supervisord"] {
+        let text = b.d.read(&format!("work/supervisor/{file}"));
+        assert!(!text.contains(&a_root), "{file} names A's path:\n{text}");
+    }
+
+    // Break B's venv behind the back of its marker: no run notices, but
+    // forcing the node without the cache builds it again.
+    let python = b.d.path("work/supervisor/.venv/bin/python");
+    fs::remove_file(&python).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/python3", &python).unwrap();
+    let output =
+        b.d.tack(&[
+            "local",
+            "dev",
+            "--cache-dir",
+            &cache_arg,
+            "--force",
+            "supervisor/venv",
+            "--no-cache-read",
+        ])
+        .success();
+    assert!(
+        output
+            .updated()
+            .contains("Supervisor > Venv(supervisor==4.3.0)"),
+        "{output}"
+    );
+    assert!(python.exists(), "the venv's python works again\n{output}");
 }
