@@ -294,7 +294,9 @@ fn cached(
     }
     let mut applied = run()?;
     applied.facts = facts;
+    let capturing = std::time::Instant::now();
     (applied.outputs_tree, applied.warning) = steps.save(&key, &relative);
+    crate::timings::phase(&format!("capture {}", node.display), capturing);
     applied.not_restored = not_restored;
     Ok(applied)
 }
