@@ -380,8 +380,10 @@ fn bootstrap_venv(
 
 /// Starts a service and waits until its pid file names a live process.
 fn start(spec: &ServiceSpec) -> Result<Process, String> {
-    // A pid file naming a dead process would be mistaken for the new one.
-    if spec.pidfile.exists() && Process::from_pidfile(&spec.pidfile).is_none() {
+    // A pid file naming a dead process, or one of another deployment (a
+    // pid file copied with it), would be mistaken for the new one.
+    let stale = Process::from_pidfile(&spec.pidfile).is_none_or(|p| !p.belongs_to(&spec.cwd));
+    if spec.pidfile.exists() && stale {
         let _ = fs::remove_file(&spec.pidfile);
     }
     let mut step = Step::spawn(&spec.start, &spec.cwd, &[])?;

@@ -369,3 +369,61 @@ fn one_prune_removes_a_directory_with_the_files_in_it() {
     assert!(!output.stdout.contains("no longer configured"), "{output}");
     assert!(output.stdout.contains("0 updated, 1 unchanged"), "{output}");
 }
+
+#[test]
+fn a_copied_deployment_never_signals_the_original_daemon() {
+    // A daemon started from the work dir (its cwd), reloaded with HUP,
+    // which would end a `sleep`: the copy must start its own.
+    let orig = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            "
+            [attributes]
+            greeting = hello
+
+            [file:app.conf]
+            content = {{ greeting }}
+
+            [service:daemon]
+            start = sh -c 'sleep 300 > /dev/null 2>&1 & echo $! > daemon.pid'
+            pidfile = daemon.pid
+            reload = signal:HUP
+            ",
+        );
+    orig.tack(&["local", "dev"]).success();
+    let pid_of = |d: &Deployment| -> i32 { d.read("work/app/daemon.pid").trim().parse().unwrap() };
+    let original = pid_of(&orig);
+    let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+
+    let copy = copy_deployment(&orig);
+    copy.replace(
+        "components/app/component.cfg",
+        "greeting = hello",
+        "greeting = copy",
+    );
+    let explained = copy.tack(&["explain", "dev"]).success();
+    assert!(
+        explained.stdout.contains(&format!(
+            "not running: pid {original} in `work/app/daemon.pid` is not a process of this deployment"
+        )),
+        "{explained}"
+    );
+    let output = copy.tack(&["local", "dev"]).success();
+    assert!(
+        output.stdout.contains("Starting App > Service(daemon)"),
+        "{output}"
+    );
+    let own = pid_of(&copy);
+    assert_ne!(own, original);
+    assert!(
+        alive(original),
+        "the original's daemon got a signal\n{output}"
+    );
+    for pid in [original, own] {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
