@@ -29,6 +29,9 @@ mod tutorial;
 /// on a terminal, plain lines on a pipe.
 mod output;
 
+/// The README's console examples, run as shown.
+mod readme;
+
 /// Locking: one tack per deployment directory at a time.
 mod locking;
 
