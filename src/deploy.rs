@@ -268,7 +268,13 @@ pub fn deploy_host(
             record: state.get(&node.id),
             forced: options.forced(node),
         };
-        let applied = apply(node, decision, last, steps.as_ref(), &progress)?;
+        let applied = {
+            let _shown = node
+                .action
+                .runs_a_program()
+                .then(|| reporter.step_started(&node.display));
+            apply(node, decision, last, steps.as_ref(), &progress)?
+        };
         if let Some(why) = &applied.not_restored {
             reporter.line(&format!(
                 "note: {}{}: not restored from the cache: {why}",

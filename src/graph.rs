@@ -171,6 +171,14 @@ impl Action {
         }
     }
 
+    /// Whether applying this runs a program (a command, buildout, a venv
+    /// bootstrap, a service, a supervised program), which can take long:
+    /// such a step says when it starts, not only when it ends. Files,
+    /// directories and symlinks take no time worth announcing.
+    pub fn runs_a_program(&self) -> bool {
+        !self.owns_target()
+    }
+
     /// Whether this node is the one owner of its target path.
     pub fn owns_target(&self) -> bool {
         matches!(

@@ -30,6 +30,7 @@ pub mod reason;
 pub mod report;
 pub mod runner;
 pub mod state;
+pub mod status_line;
 pub mod step_cache;
 pub mod template;
 pub mod timings;
