@@ -8,11 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::atomic::write_atomically;
+use crate::confined::{self, Dir};
 use crate::error::Error;
 use crate::graph::{Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec};
 use crate::observe::{observe_written, python_version};
@@ -60,9 +60,6 @@ pub fn apply(
     steps: Option<&StepCache>,
     progress: &dyn Fn(Duration),
 ) -> Result<Applied, String> {
-    if let (Some(base), true) = (&node.confined_to, node.action.owns_target()) {
-        refuse_symlinks_between(base, node.action.target())?;
-    }
     let result = apply_action(node, decision, last, steps, progress);
     match (&node.action, node.sensitive) {
         // A failing step's message quotes its command: not one that holds
@@ -87,7 +84,9 @@ fn apply_action(
             content,
             mode,
         } => {
-            write_atomically(target, content, *mode, false).map_err(|e| e.to_string())?;
+            let (dir, name) = target_dir(node, target)?;
+            dir.write_file(&name, content, *mode, false)
+                .map_err(|e| e.to_string())?;
             let observed = observe_written(target, content)
                 .map_err(|e| Error::io("stat", target, e).to_string())?;
             Ok(Applied {
@@ -96,11 +95,14 @@ fn apply_action(
             })
         }
         Action::Directory { target, mode } => {
-            make_directory(target, *mode).map_err(|e| e.to_string())?;
+            let (dir, name) = target_dir(node, target)?;
+            dir.make_dir(&name, *mode).map_err(|e| e.to_string())?;
             Ok(Applied::default())
         }
         Action::Symlink { target, points_to } => {
-            replace_symlink(target, points_to).map_err(|e| e.to_string())?;
+            let (dir, name) = target_dir(node, target)?;
+            dir.replace_symlink(&name, points_to)
+                .map_err(|e| e.to_string())?;
             Ok(Applied::default())
         }
         Action::Command(spec) => {
@@ -185,74 +187,12 @@ fn apply_action(
     }
 }
 
-/// A symlink planted inside the work dir (`work/app/etc -> /etc`) must not
-/// carry a write out of it: every directory between `base` and `target`
-/// has to be a real directory (or not exist yet).
-pub fn refuse_symlinks_between(base: &Path, target: &Path) -> Result<(), String> {
-    let Ok(relative) = target.strip_prefix(base) else {
-        return Ok(());
-    };
-    let mut path = base.to_path_buf();
-    let parents = relative
-        .parent()
-        .map(|p| p.components().count())
-        .unwrap_or(0);
-    for part in relative.components().take(parents) {
-        path.push(part);
-        if fs::symlink_metadata(&path).is_ok_and(|meta| meta.file_type().is_symlink()) {
-            return Err(format!(
-                "refusing to write `{}`: `{}` is a symlink, and tack does not write through symlinks inside a work dir",
-                target.display(),
-                path.display()
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn make_directory(target: &Path, mode: u32) -> Result<(), Error> {
-    if fs::symlink_metadata(target).is_ok_and(|meta| meta.file_type().is_symlink()) {
-        return Err(Error::io(
-            "create directory",
-            target,
-            std::io::Error::other("it is a symlink, and tack does not write through symlinks"),
-        ));
-    }
-    if fs::symlink_metadata(target).is_ok_and(|meta| !meta.is_dir()) {
-        return Err(Error::io(
-            "create directory",
-            target,
-            std::io::Error::other("something else is in the way"),
-        ));
-    }
-    fs::create_dir_all(target).map_err(|error| Error::io("create directory", target, error))?;
-    fs::set_permissions(target, fs::Permissions::from_mode(mode))
-        .map_err(|error| Error::io("set the mode of", target, error))
-}
-
-fn replace_symlink(target: &Path, points_to: &str) -> Result<(), Error> {
-    if fs::symlink_metadata(target).is_ok_and(|meta| meta.is_dir()) {
-        return Err(Error::io(
-            "replace",
-            target,
-            std::io::Error::other("it is a directory; remove it by hand first"),
-        ));
-    }
-    let dir = target.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|error| Error::io("create directory", dir, error))?;
-    // A fresh name per attempt: tempfile reserves it, we swap in a link.
-    let placeholder = tempfile::Builder::new()
-        .prefix(".tack-")
-        .tempfile_in(dir)
-        .map_err(|error| Error::io("create a temp file in", dir, error))?;
-    let temp = placeholder.path().to_path_buf();
-    drop(placeholder);
-    std::os::unix::fs::symlink(points_to, &temp)
-        .map_err(|error| Error::io("create symlink", &temp, error))?;
-    fs::rename(&temp, target).map_err(|error| {
-        let _ = fs::remove_file(&temp);
-        Error::io("replace", target, error)
-    })
+/// The directory a file, directory or symlink node writes in, opened
+/// without following a link below the deployment's trusted base (see
+/// [`crate::confined`]), created as needed, and the target's name in it.
+fn target_dir(node: &NodeSpec, target: &Path) -> Result<(Dir, std::ffi::OsString), String> {
+    let trusted = confined::trusted_base(node.confined_to.as_deref());
+    confined::parent_of(target, trusted, true).map_err(|e| e.to_string())
 }
 
 /// Runs a step with declared outputs through the cache: restores them if

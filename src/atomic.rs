@@ -8,8 +8,7 @@
 //! last attempt did not finish.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -17,26 +16,30 @@ use crate::error::{Error, Result};
 /// Writes `content` to `path` atomically with `mode`, creating parent
 /// directories. `durable` also fsyncs the data before the rename, for
 /// tack's own state, where a power loss must not leave an empty file.
+/// The temp file is made and chmodded through its descriptor, and renamed
+/// within the directory tack opened (see [`crate::confined`]).
 pub fn write_atomically(path: &Path, content: &[u8], mode: u32, durable: bool) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|error| Error::io("create directory", dir, error))?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".tack-")
-        .tempfile_in(dir)
-        .map_err(|error| Error::io("create a temp file in", dir, error))?;
-    temp.write_all(content)
-        .map_err(|error| Error::io("write", temp.path(), error))?;
-    fs::set_permissions(temp.path(), fs::Permissions::from_mode(mode))
-        .map_err(|error| Error::io("set the mode of", temp.path(), error))?;
-    if durable {
-        temp.as_file()
-            .sync_all()
-            .map_err(|error| Error::io("sync", temp.path(), error))?;
+    let (dir, name) = crate::confined::parent_of(path, None, true)?;
+    dir.write_file(&name, content, mode, durable)
+}
+
+/// Writes one of tack's own files (state, manifest): mode 0600 in
+/// directories made 0700, whatever the umask.
+pub fn write_private(path: &Path, content: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        private_dir(dir)?;
     }
-    crate::fault::mid_write();
-    temp.persist(path)
-        .map_err(|error| Error::io("replace", path, error.error))?;
-    Ok(())
+    write_atomically(path, content, 0o600, false)
+}
+
+/// Makes `dir` and its missing parents with mode 0700 (what the umask
+/// leaves of it): tack's own directories are nobody else's business.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|error| Error::io("create directory", dir, error))
 }
 
 /// Removes the file at `path`; one already gone is fine.
@@ -74,6 +77,7 @@ pub fn sweep_orphans(dir: &Path, older_than: Option<std::time::Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn replaces_content_and_sets_mode_without_leftovers() {

@@ -68,6 +68,7 @@ pub enum CacheCommand {
 #[derive(Debug, Args)]
 pub struct Target {
     /// The environment: `environments/ENV.cfg`.
+    #[arg(value_parser = environment_name)]
     pub env: String,
     /// The deployment directory (default: the current directory).
     #[arg(
@@ -148,4 +149,14 @@ pub struct ExplainArgs {
 pub struct GraphArgs {
     #[command(flatten)]
     pub target: Target,
+}
+
+/// An environment is named like a host or component: `../../x` would read
+/// a file outside `environments/` and keep state outside `.tack/state/`.
+fn environment_name(name: &str) -> Result<String, String> {
+    if crate::environment::is_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err("an environment name has only letters, digits, `-` and `_`".to_string())
+    }
 }

@@ -169,8 +169,14 @@ impl Database {
     }
 }
 
+/// A source of the deployment: the checkout is trusted, so links in it
+/// are followed, but only a regular file is read (a FIFO would hang the
+/// run, a device would never end).
 fn read(root: &Path, path: &str) -> Option<Arc<[u8]>> {
-    std::fs::read(root.join(path)).ok().map(Arc::from)
+    crate::confined::read_regular_path(&root.join(path), None, true)
+        .ok()
+        .flatten()
+        .map(Arc::from)
 }
 
 #[salsa::db]

@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::executor::{run_dag, Outcome};
 use crate::graph::{Action, HostGraph, NodeSpec};
 use crate::plan::{decide, Decision, Verdict};
-use crate::prune::{prune, still_running, Prunable, Verdict as PruneVerdict};
+use crate::prune::{still_running, Prunable, Verdict as PruneVerdict};
 use crate::reason::Reason;
 use crate::report::{text_diff, Reporter, Summary};
 use crate::state::{NodeRecord, StateStore};
@@ -426,14 +426,13 @@ fn removed(
         };
         let prefix = &reporter.prefix;
         if options.prune && !options.dry_run {
-            let verdict = prunable.map_or(
-                PruneVerdict::Keep("only a deploy of the whole host prunes".into()),
-                |prunable| prunable.verdict(&record),
-            );
-            let done = match verdict {
-                PruneVerdict::Remove => prune(&record).map(|what| ("Pruned", "pruned", what)),
-                PruneVerdict::Forget(why) => Ok(("Forgot", "forgotten", why)),
-                PruneVerdict::Keep(why) => Err(why),
+            let done = match prunable.map(|prunable| (prunable, prunable.verdict(&record))) {
+                Some((prunable, PruneVerdict::Remove)) => prunable
+                    .prune(&record)
+                    .map(|what| ("Pruned", "pruned", what)),
+                Some((_, PruneVerdict::Forget(why))) => Ok(("Forgot", "forgotten", why)),
+                Some((_, PruneVerdict::Keep(why))) => Err(why),
+                None => Err("only a deploy of the whole host prunes".into()),
             };
             match done {
                 Ok((verb, outcome, what)) => {
@@ -588,6 +587,9 @@ impl Words {
 
 /// The diff a file node's write would make, shown relative to the root;
 /// never for a sensitive file.
+/// The largest file `--diff` reads to show what changed.
+const DIFF_CAP: u64 = 1 << 20;
+
 fn planned_diff(node: &NodeSpec, root: &Path) -> Option<String> {
     if node.sensitive {
         return None;
@@ -598,7 +600,14 @@ fn planned_diff(node: &NodeSpec, root: &Path) -> Option<String> {
     else {
         return None;
     };
-    let old = std::fs::read(target).ok();
+    // Read without following a link tack did not make, and only a regular
+    // file of a size worth showing: a link to a root-only file or to
+    // `/dev/zero` is no diff.
+    let trusted = crate::confined::trusted_base(node.confined_to.as_deref());
+    let old = crate::confined::parent_of(target, trusted, false)
+        .and_then(|(dir, name)| dir.read_regular(&name, Some(DIFF_CAP)))
+        .ok()
+        .flatten();
     let shown = target
         .strip_prefix(root)
         .unwrap_or(target)

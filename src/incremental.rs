@@ -245,7 +245,9 @@ fn look(root: &Path, manifest: &Manifest) -> std::result::Result<Look, String> {
         None
     } else {
         let unreadable = || format!("`{file}` cannot be read or parsed");
-        let text = std::fs::read_to_string(root.join(file)).map_err(|_| unreadable())?;
+        let bytes = crate::confined::read_regular_path(&root.join(file), None, true);
+        let text = String::from_utf8(bytes.ok().flatten().ok_or_else(unreadable)?)
+            .map_err(|_| unreadable())?;
         let env = EnvironmentDef::parse(&environment, file, &text).map_err(|_| unreadable())?;
         if env.settings_digest() != manifest.settings {
             return Err(format!("the settings or hosts of `{file}` changed"));

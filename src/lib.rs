@@ -8,6 +8,7 @@ pub mod cache_command;
 pub mod cli;
 pub mod component;
 pub mod configure;
+pub mod confined;
 pub mod db;
 pub mod deploy;
 pub mod environment;

@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,8 +30,7 @@ impl DeployLock {
         waiting: &dyn Fn(&str),
     ) -> Result<DeployLock> {
         let dir = root.join(".tack");
-        std::fs::create_dir_all(&dir)
-            .map_err(|error| Error::io("create directory", &dir, error))?;
+        crate::atomic::private_dir(&dir)?;
         let path = dir.join("lock");
         let started = Instant::now();
         let mut told = false;
@@ -39,8 +39,18 @@ impl DeployLock {
             .write(true)
             .create(true)
             .truncate(false)
+            // A link planted as the lock file is not opened through.
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(&path)
             .map_err(|error| Error::io("open", &path, error))?;
+        if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+            return Err(Error::io(
+                "open",
+                &path,
+                std::io::Error::other("it is not a regular file"),
+            ));
+        }
         loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(mut flock) => {
@@ -76,7 +86,8 @@ impl DeployLock {
 }
 
 fn holder_of(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    let bytes = crate::confined::read_regular_path(path, Some(4096), false);
+    String::from_utf8_lossy(&bytes.ok().flatten().unwrap_or_default()).into_owned()
 }
 
 /// `pid 42 since 1700000000` -> `pid 42, since 12s ago`.

@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomically;
+use crate::atomic::write_private;
 use crate::component::ComponentDef;
 use crate::configure::{component_def, environment_def, wiring, wiring_signature, Wiring};
 use crate::db::{Database, Db, Deployment, FileStat};
@@ -151,7 +151,7 @@ pub fn build_id() -> String {
 pub fn read(root: &Path, environment: &str) -> Option<(Manifest, FileStat)> {
     let path = path(root, environment);
     let written = FileStat::of(&path)?;
-    let bytes = fs::read(&path).ok()?;
+    let bytes = crate::confined::read_regular_path(&path, None, false).ok()??;
     let manifest: Manifest = serde_json::from_slice(&bytes).ok()?;
     let ours = manifest.build == build_id() && manifest.root == root;
     ours.then_some((manifest, written))
@@ -176,7 +176,7 @@ impl Manifest {
         let path = path(&self.root, environment);
         let bytes = serde_json::to_vec(self)
             .map_err(|error| Error::io("serialize", &path, std::io::Error::other(error)))?;
-        write_atomically(&path, &bytes, 0o600, false)
+        write_private(&path, &bytes)
     }
 }
 
@@ -251,7 +251,9 @@ pub fn vouched(root: &Path, db: &Database, before: Stamp) -> Vec<Source> {
                 }
                 let tick_passed = !racy(&recorded, clock());
                 let configured = db.source(&path).contents(db).clone();
-                let on_disk = fs::read(root.join(&path)).ok();
+                let on_disk = crate::confined::read_regular_path(&root.join(&path), None, true)
+                    .ok()
+                    .flatten();
                 let trusted = tick_passed
                     && configured.as_deref() == on_disk.as_deref()
                     && FileStat::of(&root.join(&path)) == Some(recorded);

@@ -32,8 +32,14 @@ pub enum Observation {
 
 /// Observes `action`'s target. `record` is what the last apply left, if
 /// the node's output has not changed since: only then is its stat trusted.
-pub fn observe(action: &Action, record: Option<&NodeRecord>) -> Observation {
-    let trusted = record.and_then(|record| record.observed.as_ref());
+/// `trusted` is the directory below which a target is read without
+/// following links ([`crate::confined::trusted_base`]).
+pub fn observe(
+    action: &Action,
+    record: Option<&NodeRecord>,
+    trusted: Option<&Path>,
+) -> Observation {
+    let record_stat = record.and_then(|record| record.observed.as_ref());
     match action {
         Action::Command(spec) => observe_step(spec, record),
         Action::Buildout { run, bootstrap } => {
@@ -68,7 +74,7 @@ pub fn observe(action: &Action, record: Option<&NodeRecord>) -> Observation {
             target,
             content,
             mode,
-        } => observe_file(target, content, *mode, trusted),
+        } => observe_file(target, content, *mode, record_stat, trusted),
         Action::Directory { target, mode } => match fs::symlink_metadata(target) {
             Err(_) => Observation::Missing,
             Ok(meta) if !meta.is_dir() => Observation::Differs(vec!["is not a directory".into()]),
@@ -94,7 +100,8 @@ fn observe_file(
     target: &Path,
     content: &[u8],
     mode: u32,
-    trusted: Option<&Observed>,
+    recorded: Option<&Observed>,
+    trusted: Option<&Path>,
 ) -> Observation {
     let meta = match fs::symlink_metadata(target) {
         Ok(meta) => meta,
@@ -109,13 +116,19 @@ fn observe_file(
         return Observation::Differs(vec![format!("is {what}")]);
     }
     let wanted = Fingerprint::of_bytes(content);
-    if let Some(trusted) = trusted {
-        if trusted.hash == wanted && stat_matches(trusted, &meta) {
-            return Observation::Matches(Some(*trusted));
+    if let Some(recorded) = recorded {
+        if recorded.hash == wanted && stat_matches(recorded, &meta) {
+            return Observation::Matches(Some(*recorded));
         }
     }
-    let Ok(bytes) = fs::read(target) else {
-        return Observation::Differs(vec!["cannot be read".into()]);
+    // Read through the directory opened without following links: the stat
+    // above may have gone through a directory swapped for a symlink.
+    let read = crate::confined::parent_of(target, trusted, false)
+        .and_then(|(dir, name)| dir.read_regular(&name, None));
+    let bytes = match read {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Observation::Missing,
+        Err(error) => return Observation::Differs(vec![format!("cannot be read: {error}")]),
     };
     let observed = observed_from(&meta, Fingerprint::of_bytes(&bytes));
     let mut differences = Vec::new();
@@ -259,12 +272,12 @@ mod tests {
             finished: true,
         };
         assert_eq!(
-            observe(&file(&path, "one\n"), Some(&record)),
+            observe(&file(&path, "one\n"), Some(&record), None),
             Observation::Matches(Some(trusted))
         );
 
         fs::write(&path, "two\n").unwrap();
-        let Observation::Differs(why) = observe(&file(&path, "one\n"), Some(&record)) else {
+        let Observation::Differs(why) = observe(&file(&path, "one\n"), Some(&record), None) else {
             panic!("a hand edit must be seen");
         };
         assert!(why[0].starts_with("content changed"), "{why:?}");

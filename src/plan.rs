@@ -48,7 +48,8 @@ impl Decision {
 pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Decision {
     let output = node.output;
     let unchanged_output = record.filter(|r| r.finished && r.output == output);
-    let observation = observe(&node.action, unchanged_output);
+    let trusted = crate::confined::trusted_base(node.confined_to.as_deref());
+    let observation = observe(&node.action, unchanged_output, trusted);
 
     let mut reasons = Vec::new();
     match record {

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::confined;
 use crate::graph::HostGraph;
 use crate::process::Process;
 use crate::state::NodeRecord;
@@ -71,9 +72,6 @@ impl Prunable {
                 self.work_dir.display()
             ));
         }
-        if let Err(why) = crate::apply::refuse_symlinks_between(&self.work_dir, target) {
-            return Verdict::Keep(why);
-        }
         Verdict::Remove
     }
 }
@@ -90,59 +88,86 @@ pub fn deepest_first(records: &mut [(String, NodeRecord)]) {
     records.sort_by(|(a_id, a), (b_id, b)| depth(b).cmp(&depth(a)).then(a_id.cmp(b_id)));
 }
 
-/// What pruning one record did, for the report.
-pub fn prune(record: &NodeRecord) -> Result<String, String> {
-    let kind = record
-        .inputs
-        .get("kind")
-        .map(|input| input.value.as_str())
-        .unwrap_or_default();
-    let Some(target) = &record.target else {
-        return Ok("forgotten (nothing on disk to remove)".to_string());
-    };
-    let shown = target.display();
-    match kind {
-        "file" => {
-            let Ok(bytes) = fs::read(target) else {
-                return Ok(format!("`{shown}` was already gone"));
-            };
-            let expected = record.observed.map(|observed| observed.hash);
-            if expected != Some(crate::fingerprint::Fingerprint::of_bytes(&bytes)) {
-                return Err(format!(
-                    "`{shown}` changed since tack wrote it; left in place"
-                ));
-            }
-            fs::remove_file(target).map_err(|e| format!("cannot remove `{shown}`: {e}"))?;
-            Ok(format!("removed `{shown}`"))
-        }
-        "symlink" => {
-            let recorded = record.inputs.get("target").map(|input| input.value.clone());
-            match fs::read_link(target) {
-                Err(_) => Ok(format!("`{shown}` was already gone")),
-                Ok(found) if Some(found.display().to_string()) == recorded => {
-                    fs::remove_file(target).map_err(|e| format!("cannot remove `{shown}`: {e}"))?;
-                    Ok(format!("removed `{shown}`"))
+impl Prunable {
+    /// Removes what `record` left, if it is still what tack left there:
+    /// walked without following a link below the work dir's parent, so a
+    /// swapped directory cannot carry the removal elsewhere. What pruning
+    /// did, for the report, or why it left the target in place.
+    pub fn prune(&self, record: &NodeRecord) -> Result<String, String> {
+        let kind = record
+            .inputs
+            .get("kind")
+            .map(|input| input.value.as_str())
+            .unwrap_or_default();
+        let Some(target) = &record.target else {
+            return Ok("forgotten (nothing on disk to remove)".to_string());
+        };
+        let shown = target.display();
+        if kind == "service" {
+            return match record.process {
+                Some(process) if process.is_alive() && process.belongs_to(&self.work_dir) => {
+                    process.signal("TERM")?;
+                    Ok(format!("stopped pid {}", process.pid))
                 }
-                Ok(_) => Err(format!(
-                    "`{shown}` points elsewhere since tack made it; left in place"
+                Some(process) if process.is_alive() => Err(format!(
+                    "pid {} is not a process of this deployment; left running",
+                    process.pid
                 )),
-            }
+                _ => Ok("was not running".to_string()),
+            };
         }
-        "directory" => match fs::remove_dir(target) {
-            Ok(()) => Ok(format!("removed `{shown}`")),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Ok(format!("`{shown}` was already gone"))
+        if !["file", "symlink", "directory"].contains(&kind) {
+            return Ok("forgotten".to_string());
+        }
+        let (dir, name) = match confined::parent_of(target, self.work_dir.parent(), false) {
+            Ok(found) => found,
+            Err(_) if fs::symlink_metadata(target.parent().unwrap_or(target)).is_err() => {
+                return Ok(format!("`{shown}` was already gone"))
             }
-            Err(_) => Err(format!("`{shown}` is not empty; left in place")),
-        },
-        "service" => match record.process {
-            Some(process) if process.is_alive() => {
-                process.signal("TERM")?;
-                Ok(format!("stopped pid {}", process.pid))
+            Err(error) => return Err(format!("{error}; left in place")),
+        };
+        let gone = || Ok(format!("`{shown}` was already gone"));
+        let removed = |result: Result<(), crate::error::Error>| {
+            result
+                .map(|()| format!("removed `{shown}`"))
+                .map_err(|e| e.to_string())
+        };
+        match kind {
+            "file" => {
+                let bytes = match dir.read_regular(&name, None) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => return gone(),
+                    Err(error) => return Err(format!("{error}; left in place")),
+                };
+                let expected = record.observed.map(|observed| observed.hash);
+                if expected != Some(crate::fingerprint::Fingerprint::of_bytes(&bytes)) {
+                    return Err(format!(
+                        "`{shown}` changed since tack wrote it; left in place"
+                    ));
+                }
+                removed(dir.remove_file(&name))
             }
-            _ => Ok("was not running".to_string()),
-        },
-        _ => Ok("forgotten".to_string()),
+            "symlink" => {
+                let recorded = record.inputs.get("target").map(|input| input.value.clone());
+                match dir.read_link(&name) {
+                    None => gone(),
+                    Some(found) if Some(found.display().to_string()) == recorded => {
+                        removed(dir.remove_file(&name))
+                    }
+                    Some(_) => Err(format!(
+                        "`{shown}` points elsewhere since tack made it; left in place"
+                    )),
+                }
+            }
+            _ => match dir.remove_dir(&name) {
+                Ok(()) => Ok(format!("removed `{shown}`")),
+                Err(nix::errno::Errno::ENOENT) => gone(),
+                Err(nix::errno::Errno::ENOTDIR) => {
+                    Err(format!("`{shown}` is not a directory; left in place"))
+                }
+                Err(_) => Err(format!("`{shown}` is not empty; left in place")),
+            },
+        }
     }
 }
 

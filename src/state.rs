@@ -28,13 +28,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{remove_if_present, write_atomically};
+use crate::atomic::{private_dir, remove_if_present, write_private};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::process::Process;
@@ -285,10 +286,12 @@ impl StateStore {
     }
 
     fn replay_journal(&self, state: &mut State) {
-        let Ok(file) = File::open(&self.journal_path) else {
+        // A regular file only: a FIFO planted here must not hang the run.
+        let Ok(Some(bytes)) = crate::confined::read_regular_path(&self.journal_path, None, false)
+        else {
             return;
         };
-        for line in BufReader::new(file).lines() {
+        for line in BufReader::new(bytes.as_slice()).lines() {
             let Ok(line) = line else { break };
             // A torn last line is expected after a kill: that node reruns.
             let Ok(entry) = serde_json::from_str::<JournalEntry>(&line) else {
@@ -326,7 +329,7 @@ impl StateStore {
                 let mut bytes = serde_json::to_vec(&file)
                     .map_err(|error| Error::io("serialize", &path, std::io::Error::other(error)))?;
                 bytes.push(b'\n');
-                write_atomically(&path, &bytes, 0o600, false)
+                write_private(&path, &bytes)
             })
             .collect();
         if let Some(error) = written.into_iter().find_map(Result::err) {
@@ -334,7 +337,7 @@ impl StateStore {
             state.changed.extend(changed);
             return Err(error);
         }
-        fs::create_dir_all(&self.dir).map_err(|error| Error::io("create", &self.dir, error))?;
+        private_dir(&self.dir)?;
         *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = None;
         remove_if_present(&self.journal_path)?;
         remove_if_present(&self.legacy)
@@ -345,11 +348,14 @@ impl StateStore {
         let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         if journal.is_none() {
             if let Some(dir) = self.journal_path.parent() {
-                fs::create_dir_all(dir).map_err(|error| Error::io("create", dir, error))?;
+                private_dir(dir)?;
             }
+            // Never through a link, never readable by others.
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
                 .open(&self.journal_path)
                 .map_err(|error| Error::io("open", &self.journal_path, error))?;
             *journal = Some(file);
@@ -420,9 +426,9 @@ fn read_state_file(
     root: &Path,
     warnings: &mut Vec<String>,
 ) -> Option<BTreeMap<String, NodeRecord>> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+    let bytes = match crate::confined::read_regular_path(path, None, false) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return None,
         Err(error) => {
             warnings.push(format!(
                 "cannot read `{}` ({error}); verifying its nodes against disk",

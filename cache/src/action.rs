@@ -95,7 +95,7 @@ impl Store {
         let bytes =
             encode_record(&eff, record).map_err(|e| Error::io(&path, io::Error::other(e)))?;
         let dir = self.actions_dir();
-        fs::create_dir_all(&dir).map_err(Error::at(&dir))?;
+        crate::private_dir(&dir).map_err(Error::at(&dir))?;
         let mut tmp = temp_in(&dir)?;
         tmp.write_all(&bytes).map_err(Error::at(tmp.path()))?;
         seal(tmp, &path, RECORD_MODE)

@@ -50,7 +50,7 @@ const MAX_LINE: u64 = 128;
 /// Records larger than this are refused on import rather than read into memory.
 const MAX_RECORD: u64 = 64 << 20;
 const BUF_SIZE: usize = 64 * 1024;
-const ARCHIVE_MODE: u32 = 0o644;
+const ARCHIVE_MODE: u32 = 0o600;
 
 /// What [`Store::export`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -233,7 +233,7 @@ impl Store {
         }
         let dest = self.blob_path(digest);
         let dir = parent(&dest);
-        fs::create_dir_all(dir).map_err(Error::at(dir))?;
+        crate::private_dir(dir).map_err(Error::at(dir))?;
         seal(tmp, &dest, BLOB_MODE)?;
         Ok(Outcome::Done)
     }

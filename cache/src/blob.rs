@@ -26,7 +26,7 @@ impl Store {
             return Ok(digest);
         }
         let dir = parent(&path);
-        fs::create_dir_all(dir).map_err(Error::at(dir))?;
+        crate::private_dir(dir).map_err(Error::at(dir))?;
         let mut tmp = temp_in(dir)?;
         tmp.write_all(data).map_err(Error::at(tmp.path()))?;
         seal(tmp, &path, BLOB_MODE)?;
@@ -42,7 +42,7 @@ impl Store {
         let digest = copy_hashing(&mut src, path, tmp.as_file_mut(), &tmp_path)?;
         let dest = self.blob_path(&digest);
         let dir = parent(&dest);
-        fs::create_dir_all(dir).map_err(Error::at(dir))?;
+        crate::private_dir(dir).map_err(Error::at(dir))?;
         seal(tmp, &dest, BLOB_MODE)?;
         Ok(digest)
     }

@@ -136,7 +136,7 @@ impl Store {
             salt: salt.to_owned(),
         };
         for d in [store.blobs_dir(), store.actions_dir(), store.tmp_dir()] {
-            fs::create_dir_all(&d).map_err(Error::at(&d))?;
+            crate::private_dir(&d).map_err(Error::at(&d))?;
         }
         Ok(store)
     }
@@ -162,6 +162,17 @@ impl Store {
     pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
+}
+
+/// Makes a directory of the store and its missing parents with mode 0700
+/// (what the umask leaves of it): a cache can hold what a step made from
+/// secrets, and nobody else needs to look in.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// A named temporary file in `dir`, removed on drop unless persisted.

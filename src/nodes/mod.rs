@@ -17,6 +17,7 @@ use crate::error::{ConfigError, Location};
 use crate::fingerprint::{node_key, Fingerprint};
 use crate::graph::{Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec, Watches};
 use crate::provenance::{mask_sensitive, Input, Inputs, Sourced};
+use crate::runner::shell_quote;
 use crate::template::{render, TemplateContext};
 
 mod supervisor;
@@ -216,7 +217,11 @@ impl NodeBuilder<'_> {
                     ],
                 };
                 (
-                    format!("{} -c {config}", buildout.display()),
+                    format!(
+                        "{} -c {}",
+                        shell_quote(&buildout.display().to_string()),
+                        shell_quote(&config)
+                    ),
                     Some(bootstrap),
                 )
             }
@@ -460,6 +465,12 @@ impl NodeBuilder<'_> {
                 None => (resource.name.clone(), resource.location.clone()),
             };
             let path = format!("{}/{name}", self.def.dir);
+            if climbs_out(&path) {
+                return Err(ConfigError::new(
+                    at,
+                    format!("source `{name}` leaves the deployment; sources live in it"),
+                ));
+            }
             let bytes = self
                 .db
                 .source(&path)
@@ -520,6 +531,21 @@ impl NodeBuilder<'_> {
         }
         Ok(self.workdir.join(relative))
     }
+}
+
+/// Whether a path relative to the deployment root climbs above it.
+fn climbs_out(path: &str) -> bool {
+    let mut depth = 0usize;
+    for part in Path::new(path).components() {
+        match part {
+            PathPart::Normal(_) => depth += 1,
+            PathPart::ParentDir if depth == 0 => return true,
+            PathPart::ParentDir => depth -= 1,
+            PathPart::RootDir | PathPart::Prefix(_) => return true,
+            PathPart::CurDir => {}
+        }
+    }
+    false
 }
 
 /// A path of `a` and one of `b` where one is the other or lies inside it.

@@ -4,6 +4,7 @@
 //! program restarts by name when, and only when, the component providing
 //! it changed.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::component::ResourceDef;
@@ -12,6 +13,7 @@ use crate::error::ConfigError;
 use crate::fingerprint::Fingerprint;
 use crate::graph::{Action, Bootstrap, NodeSpec, Reload, ServiceSpec, Watches};
 use crate::provenance::{plain_inputs, Input};
+use crate::runner::shell_quote;
 use crate::template::ContextVar;
 
 use super::{timeout, NodeBuilder, SERVICE_TIMEOUT_SECS, SUPERVISOR_VERSION};
@@ -164,18 +166,21 @@ impl NodeBuilder<'_> {
             inputs,
         ));
 
+        // Paths go into shell commands quoted: a checkout at `ci;touch x`
+        // must not run `touch`.
+        let quoted = |path: &Path| shell_quote(&path.display().to_string());
         let ctl = format!(
             "{} -c {}",
-            venv.join("bin/supervisorctl").display(),
-            conf.display()
+            quoted(&venv.join("bin/supervisorctl")),
+            quoted(&conf)
         );
         let inputs = plain_inputs(&[("kind", "service")]);
         let spec = ServiceSpec {
             cwd: workdir.clone(),
             start: format!(
                 "{} -c {}",
-                venv.join("bin/supervisord").display(),
-                conf.display()
+                quoted(&venv.join("bin/supervisord")),
+                quoted(&conf)
             ),
             pidfile,
             reload: Reload::Command(format!("{ctl} update")),

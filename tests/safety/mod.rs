@@ -150,7 +150,9 @@ fn a_planted_symlink_above_a_file_is_refused_even_without_a_directory_resource()
     let output = deployment.tack(&["local", "dev"]);
     assert_eq!(output.code, 1, "{output}");
     assert!(
-        output.stdout.contains("does not write through symlinks"),
+        output
+            .stdout
+            .contains("tack does not follow symlinks it did not make"),
         "{output}"
     );
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
