@@ -35,6 +35,10 @@ mod readme;
 /// Locking: one tack per deployment directory at a time.
 mod locking;
 
+/// A second user who can write the work dir plants links, swaps
+/// directories and races root's deploys, and steers nothing outside it.
+mod hostile;
+
 /// Safety: no writes through planted symlinks, removed nodes reported and
 /// pruned only as far as tack made them.
 mod safety;
