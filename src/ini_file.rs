@@ -135,10 +135,14 @@ impl IniDocument {
 
 /// Checks what rust-ini would misread: a section header must close on its
 /// own line (rust-ini reads on into the next lines looking for the `]`),
-/// and an indented line continues a value only after a key (rust-ini would
-/// take it, and the lines after it, for a key of its own).
+/// an indented line continues a value only after a key (rust-ini would
+/// take it, and the lines after it, for a key of its own), and an
+/// unindented line is a key with `=` (or `:`): rust-ini reads a line
+/// without one as the start of a key that goes on until the next `=`,
+/// swallowing the section headers in between.
 fn check_lines(file: &str, text: &str) -> Result<(), ConfigError> {
     let mut after_key = false;
+    let mut section: Option<&str> = None;
     for (index, line) in text.lines().enumerate() {
         let at = Location::file(file).at_line(index + 1);
         let trimmed = line.trim_end();
@@ -168,8 +172,21 @@ fn check_lines(file: &str, text: &str) -> Result<(), ConfigError> {
                     ),
                 ));
             }
+            section = Some(trimmed[1..trimmed.len() - 1].trim());
             after_key = false;
             continue;
+        }
+        if !trimmed.contains(['=', ':']) {
+            let in_section = Location {
+                section: section.map(str::to_string),
+                ..at
+            };
+            return Err(ConfigError::new(
+                in_section,
+                format!(
+                    "line `{trimmed}` has no `=`: write `key = value`, or indent it to continue the value above"
+                ),
+            ));
         }
         after_key = true;
     }

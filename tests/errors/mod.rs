@@ -413,3 +413,40 @@ fn one_path_deployed_by_two_hosts_of_this_machine() {
         ],
     );
 }
+
+/// A line without `=` is an error at its own line; before, rust-ini read it
+/// as the start of a key running on to the next `=`, and the section after
+/// it vanished without a word.
+#[test]
+fn a_line_without_equals_names_its_own_line() {
+    let d = app("
+        [attributes]
+        x = 1
+        this line has no equals sign
+
+        [file:f.txt]
+        content = {{ x }}
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &[
+            "components/app/component.cfg:3 [attributes]: line `this line has no equals sign` has no `=`",
+        ],
+    );
+    let d = app("[file:f.txt]\ncontent = x\n").env(
+        "dev",
+        "
+        [hosts]
+        localhost = app
+        connect_method local
+
+        [settings]
+        ",
+    );
+    refused(
+        &d,
+        &["local", "dev"],
+        &["environments/dev.cfg:3 [hosts]: line `connect_method local` has no `=`"],
+    );
+}
