@@ -65,13 +65,13 @@ impl Options {
     fn forced(&self, node: &NodeSpec) -> bool {
         self.force
             .iter()
-            .any(|f| f == &node.id || f == &node.component)
+            .any(|wanted| crate::selection::selects(wanted, &node.id, &node.component))
     }
 
     fn shown(&self, node: &NodeSpec) -> bool {
         self.only
             .as_ref()
-            .is_none_or(|only| only == &node.id || only == &node.component)
+            .is_none_or(|only| crate::selection::selects(only, &node.id, &node.component))
     }
 }
 

@@ -29,6 +29,7 @@ pub mod prune;
 pub mod reason;
 pub mod report;
 pub mod runner;
+pub mod selection;
 pub mod state;
 pub mod step_cache;
 pub mod template;
@@ -176,6 +177,13 @@ fn deploy_configured(
     let started = std::time::Instant::now();
     let before = manifest::clock();
     let configured = configure_all(&options.root, target)?;
+    let nodes = configured
+        .graphs
+        .iter()
+        .flat_map(|graph| graph.nodes.iter())
+        .map(|node| (node.id.as_str(), node.component.as_str()));
+    selection::check("--force", &options.force, nodes.clone())?;
+    selection::check("NODE", options.only.as_slice(), nodes)?;
     let started = timings::phase("configure", started);
     // Taken after configuring, so a configuration error writes nothing.
     let _lock = if options.dry_run {

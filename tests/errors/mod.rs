@@ -450,3 +450,37 @@ fn a_line_without_equals_names_its_own_line() {
         &["environments/dev.cfg:3 [hosts]: line `connect_method local` has no `=`"],
     );
 }
+
+/// `--force` and `tack explain ENV NODE` with a name that matches no node
+/// id or component are refused with the close matches, before and after a
+/// deploy (the no-op path must not explain nothing and exit 0).
+#[test]
+fn a_node_name_that_matches_nothing_lists_close_matches() {
+    let d = app("[file:tick.sh]\ncontent = tick\n");
+    let hint = "did you mean `app/file:tick.sh`?";
+    refused(
+        &d,
+        &["local", "dev", "--force", "app/file:tikc.sh"],
+        &["--force `app/file:tikc.sh` matches no node id or component", hint],
+    );
+    refused(
+        &d,
+        &["explain", "dev", "app/file:tick"],
+        &["NODE `app/file:tick` matches no node id or component", hint],
+    );
+    d.tack(&["local", "dev"]).success();
+    let before = d.snapshot();
+    for args in [
+        &["local", "dev", "--force", "nope"][..],
+        &["explain", "dev", "nope"][..],
+    ] {
+        let out = d.tack(args);
+        assert_eq!(out.code, 2, "{out}");
+        assert!(
+            out.stderr
+                .contains("`nope` matches no node id or component (components: app)"),
+            "{out}"
+        );
+        assert_eq!(before.changed(&d.snapshot()), set(&[]), "{out}");
+    }
+}
