@@ -712,3 +712,33 @@ fn a_single_required_value_is_a_map() {
         "{output}"
     );
 }
+
+/// Inline content keeps the indentation of its continuation lines: all of
+/// it when the value starts beside its key, all but the indentation its
+/// lines share when it starts on the next line (README "The files").
+#[test]
+fn inline_content_keeps_its_indentation() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            "
+            [file:beside.yaml]
+            content = top:
+              a:
+                  b: 1
+
+            [file:below.sh]
+            content =
+                if true; then
+                    echo yes
+                fi
+            ",
+        );
+    d.tack(&["local", "dev"]).success();
+    assert_eq!(d.read("work/app/beside.yaml"), "top:\n  a:\n      b: 1\n");
+    assert_eq!(
+        d.read("work/app/below.sh"),
+        "if true; then\n    echo yes\nfi\n"
+    );
+}
