@@ -96,7 +96,12 @@ pub struct LocalArgs {
     #[arg(long)]
     pub diff: bool,
     /// Run at most N nodes at once (default: the number of cores).
-    #[arg(long, short = 'j', value_name = "N")]
+    #[arg(
+        long,
+        short = 'j',
+        value_name = "N",
+        value_parser = at_least_one
+    )]
     pub jobs: Option<usize>,
     /// Share step outputs through this cache directory (default:
     /// `.tack/cache`; also `TACK_CACHE_DIR`).
@@ -148,4 +153,14 @@ pub struct ExplainArgs {
 pub struct GraphArgs {
     #[command(flatten)]
     pub target: Target,
+}
+
+/// `--jobs 0` asks for nothing to run at once; rather than guess what was
+/// meant (it used to run as `--jobs 1`), refuse it.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(error) => Err(error.to_string()),
+    }
 }

@@ -367,7 +367,17 @@ pub fn deploy_host(
     }
     removed(graph, &mut state, options, reporter, &mut nodes);
     if state.is_changed() || interrupted || !store.exists() {
-        store.save(&mut state)?;
+        store.save(&mut state).map_err(|error| {
+            let ran: Vec<String> = graph
+                .nodes
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, outcome)| matches!(outcome, Outcome::Done))
+                .map(|(node, _)| node.display.clone())
+                .collect();
+            let then = "the journal keeps what they did, and the next run records it";
+            crate::error::Error::after_nodes_ran(&graph.host, &ran, then, error)
+        })?;
     }
     crate::timings::phase("save state", phase);
     let mut report = finish(graph, untouched, reporter, nodes, false, options.started);

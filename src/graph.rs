@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::error::Location;
 use crate::fingerprint::{Fingerprint, FingerprintBuilder};
 use crate::provenance::Inputs;
 
@@ -231,6 +232,19 @@ pub fn clashing_owners<'a, T: Copy>(
         }
     }
     clashes
+}
+
+impl NodeSpec {
+    /// Where the node is configured: the section that names its path, or
+    /// else its component's file.
+    pub fn defined_at(&self) -> Location {
+        self.inputs
+            .get("path")
+            .and_then(|path| path.origin.clone())
+            .unwrap_or_else(|| {
+                Location::file(format!("components/{}/component.cfg", self.component))
+            })
+    }
 }
 
 impl HostGraph {

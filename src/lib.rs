@@ -197,12 +197,9 @@ fn deploy_configured(
     let mut reports = Vec::new();
     for graph in &configured.graphs {
         let reporter = reporter_for(&graph.host, several);
-        reports.push(deploy_host(
-            graph,
-            deploy::Scope::Whole,
-            options,
-            &reporter,
-        )?);
+        let report = deploy_host(graph, deploy::Scope::Whole, options, &reporter)
+            .map_err(|error| after_reports(&reports, "their state is saved", error))?;
+        reports.push(report);
     }
     let started = timings::phase("deploy", started);
     let clean = reports
@@ -218,11 +215,32 @@ fn deploy_configured(
             &reports,
         );
         if let Some(manifest) = manifest {
-            manifest.write(&options.environment)?;
+            manifest.write(&options.environment).map_err(|error| {
+                let then = "their state is saved; the next run configures every component";
+                after_reports(&reports, then, error)
+            })?;
         }
         timings::phase("manifest", started);
     }
     Ok(reports)
+}
+
+/// `error`, noting the nodes that changed a host in the runs of `reports`
+/// before it (see [`Error::after_nodes_ran`]).
+fn after_reports(reports: &[HostReport], then: &str, error: Error) -> Error {
+    if matches!(error, Error::AfterNodesRan { .. }) {
+        return error;
+    }
+    let hosts: Vec<&str> = reports.iter().map(|report| report.host.as_str()).collect();
+    let ran: Vec<String> = reports
+        .iter()
+        .flat_map(|report| &report.nodes)
+        .filter(|node| {
+            !["unchanged", "removed", "failed", "skipped"].contains(&node.outcome.as_str())
+        })
+        .map(|node| node.display.clone())
+        .collect();
+    Error::after_nodes_ran(&hosts.join("`, `"), &ran, then, error)
 }
 
 /// Configures the whole environment (every host, so provide/require
@@ -285,7 +303,7 @@ fn shared_targets(graphs: &[Arc<HostGraph>]) -> Vec<ConfigError> {
         .filter(|[(host, _), (other_host, _)]| host != other_host)
         .map(|[(host, other), (other_host, node)]| {
             ConfigError::new(
-                error::Location::file(format!("components/{}/component.cfg", node.component)),
+                node.defined_at(),
                 format!(
                     "{} on host `{host}` and {} on host `{other_host}` both deploy `{}`: \
                      connect_method = local deploys every host to this machine",

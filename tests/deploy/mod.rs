@@ -742,3 +742,33 @@ fn inline_content_keeps_its_indentation() {
         "if true; then\n    echo yes\nfi\n"
     );
 }
+
+/// An I/O error after nodes changed the host is not "stopped before
+/// touching the host" (exit 2): it exits 1 and names the nodes that ran,
+/// and the next run records them from the journal without running them.
+#[test]
+fn an_io_error_after_nodes_ran_exits_1_and_says_what_ran() {
+    let state = "../../.tack/state/dev/localhost/app.json";
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            &format!(
+                "[file:a.txt]\ncontent = a\n\n[command:break]\nrun = rm -f {state} && mkdir -p {state}/x\n"
+            ),
+        );
+    let out = d.tack(&["local", "dev"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("app.json`: Is a directory"), "{out}");
+    assert!(
+        out.stderr.contains(
+            "note: 2 node(s) ran on `localhost` before this: App > File(a.txt), App > Command(break); \
+             the journal keeps what they did, and the next run records it"
+        ),
+        "{out}"
+    );
+
+    std::fs::remove_dir_all(d.path(".tack/state/dev/localhost/app.json")).unwrap();
+    let again = d.tack(&["local", "dev"]).success();
+    assert_eq!(again.updated(), set(&[]), "{again}");
+}

@@ -461,7 +461,10 @@ fn a_node_name_that_matches_nothing_lists_close_matches() {
     refused(
         &d,
         &["local", "dev", "--force", "app/file:tikc.sh"],
-        &["--force `app/file:tikc.sh` matches no node id or component", hint],
+        &[
+            "--force `app/file:tikc.sh` matches no node id or component",
+            hint,
+        ],
     );
     refused(
         &d,
@@ -483,4 +486,62 @@ fn a_node_name_that_matches_nothing_lists_close_matches() {
         );
         assert_eq!(before.changed(&d.snapshot()), set(&[]), "{out}");
     }
+}
+
+/// A byte that is not UTF-8 is named by its line and column.
+#[test]
+fn a_byte_that_is_not_utf8_names_its_line() {
+    let d = app("[file:a]\ncontent = a\n");
+    std::fs::write(
+        d.path("components/app/component.cfg"),
+        b"[file:a]\ncontent = caf\xe9\n",
+    )
+    .unwrap();
+    refused(
+        &d,
+        &["local", "dev"],
+        &["components/app/component.cfg:2: is not UTF-8 text: byte 0xe9 at column 14"],
+    );
+}
+
+/// Two sections deploying one path: the error points at the second and
+/// names the first, each with its line.
+#[test]
+fn a_path_deployed_twice_names_both_lines() {
+    let d = app("
+        [file:app.conf]
+        content = a
+
+        [file:./app.conf]
+        content = b
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &["components/app/component.cfg:4 [file:./app.conf]: \
+           App > File(app.conf) (components/app/component.cfg:1 [file:app.conf]) \
+           and App > File(./app.conf) both deploy"],
+    );
+}
+
+/// An empty component.cfg is most likely a file not written yet: deploying
+/// nothing for it and exiting 0 would look like success.
+#[test]
+fn an_empty_component_is_refused() {
+    let d = app("; nothing here yet\n");
+    refused(
+        &d,
+        &["local", "dev"],
+        &["components/app/component.cfg: has no sections"],
+    );
+}
+
+#[test]
+fn jobs_zero_is_refused() {
+    let d = app("[file:a]\ncontent = a\n");
+    refused(
+        &d,
+        &["local", "dev", "--jobs", "0"],
+        &["'--jobs <N>': must be at least 1"],
+    );
 }
