@@ -772,3 +772,28 @@ fn an_io_error_after_nodes_ran_exits_1_and_says_what_ran() {
     let again = d.tack(&["local", "dev"]).success();
     assert_eq!(again.updated(), set(&[]), "{again}");
 }
+
+/// Explain compares with the last applied state: a source change applied
+/// a deploy ago (reformatted, same output, so the command did not rerun)
+/// is not a reason again when a later attribute change reruns the command.
+#[test]
+fn explain_shows_only_what_differs_from_the_last_applied_state() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = a\n")
+        .component(
+            "a",
+            "[attributes]\nx = 1\ny = 2\n\n[file:f.txt]\n\n[command:c]\nrun = cat f.txt > out.txt\n",
+        )
+        .source("a", "f.txt", "x={{ x }} y={{ y }}\n");
+    d.tack(&["local", "dev"]).success();
+    d.replace("components/a/f.txt", "{{ x }}", "{{x}}");
+    d.tack(&["local", "dev"]).success();
+    d.replace("components/a/component.cfg", "y = 2", "y = 3");
+    let out = d.tack(&["explain", "dev"]).success();
+    assert_eq!(
+        out.block("Would update A > Command(c)"),
+        "Would update A > Command(c)\n    A > File(f.txt) changed\n      because components/a/component.cfg:3 [attributes] y (template variable `y`): 2 -> 3\n",
+        "{out}"
+    );
+    assert!(!out.stdout.contains("source"), "{out}");
+}
