@@ -797,3 +797,55 @@ fn explain_shows_only_what_differs_from_the_last_applied_state() {
     );
     assert!(!out.stdout.contains("source"), "{out}");
 }
+
+/// A long value is shown around the part that changed, not cut from the
+/// end; a multi-line value as a small diff of its lines.
+#[test]
+fn explain_elides_around_the_change_and_diffs_lines() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = a\n")
+        .component(
+            "a",
+            "
+            [attributes]
+            dsn = postgres://user@db.internal.example.com:5432/app_production?sslmode=require
+
+            [file:app.ini]
+            content = dsn = {{ dsn }}
+
+            [command:c]
+            run =
+                echo one
+                echo two
+                echo three
+                echo four
+            ",
+        );
+    d.tack(&["local", "dev"]).success();
+    d.replace(
+        "components/a/component.cfg",
+        "app_production",
+        "app_staging",
+    );
+    d.replace("components/a/component.cfg", "echo three", "echo THREE");
+    let out = d.tack(&["explain", "dev"]).success();
+    assert_eq!(
+        out.block("Would update A > File(app.ini)"),
+        "Would update A > File(app.ini)
+    components/a/component.cfg:2 [attributes] dsn (template variable `dsn`): \
+…le.com:5432/app_production?sslmode=require -> …le.com:5432/app_staging?sslmode=require
+",
+        "{out}"
+    );
+    assert!(
+        out.block("Would update A > Command(c)").ends_with(
+            "    components/a/component.cfg:8 [command:c] run:
+          echo two
+        - echo three
+        + echo THREE
+          echo four
+"
+        ),
+        "{out}"
+    );
+}
