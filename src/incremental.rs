@@ -78,6 +78,12 @@ pub fn run(
         ));
     }
     let Some(read) = manifest::read(&options.root, &options.environment) else {
+        if !crate::state::ever_deployed(&options.root, &options.environment) {
+            return Ok(Outcome::Full(format!(
+                "`{}` was never deployed here",
+                options.environment
+            )));
+        }
         return Ok(Outcome::Full(
             "no manifest: the last deploy failed, left nodes no longer configured \
              to report, or was made by another tack build"

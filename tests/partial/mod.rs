@@ -262,3 +262,17 @@ fn a_change_to_a_component_on_a_host_not_deployed_takes_the_full_path() {
     );
     assert_eq!(d.read("work/app/app.conf"), "postgresql://back:6000/app\n");
 }
+
+/// A directory never deployed says so, not that the last deploy failed.
+#[test]
+fn a_directory_never_deployed_says_so() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component("app", "[file:a]\ncontent = a\n");
+    let out = d.tack(&["explain", "dev"]).success();
+    assert!(
+        out.stdout
+            .starts_with("Configuring every component: `dev` was never deployed here\n"),
+        "{out}"
+    );
+}
