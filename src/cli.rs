@@ -147,6 +147,9 @@ pub struct ExplainArgs {
     /// Show a unified diff of changed text files as well.
     #[arg(long)]
     pub diff: bool,
+    /// `text` (lines with reasons) or `json` (one report at the end).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -93,7 +93,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 only: args.node,
                 ..options(&args.target, true, true, args.diff)?
             };
-            deploy(&args.target, &options, Format::Text)
+            deploy(&args.target, &options, args.format)
         }
         Command::Cache(args) => cache_command::run(&args),
         Command::Graph(args) => {
@@ -142,7 +142,7 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
         Reporter::new(options.explain, prefix, &options.root, json)
     };
     let incremental = incremental::run(options, target.host.as_deref(), &reporter_for)?;
-    let reports = match incremental {
+    let mut reports = match incremental {
         incremental::Outcome::Done(reports) => reports,
         incremental::Outcome::Full(why) => {
             if options.explain {
@@ -152,6 +152,16 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
         }
     };
     if json {
+        // `tack explain ENV NODE` reports that node; the summary stays the
+        // host's, as in the text form.
+        if let Some(only) = &options.only {
+            for report in &mut reports {
+                report.nodes.retain(|node| {
+                    let component = node.id.split('/').next().unwrap_or_default();
+                    selection::selects(only, &node.id, component)
+                });
+            }
+        }
         let report = serde_json::json!({
             "environment": options.environment,
             "hosts": reports,

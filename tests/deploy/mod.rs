@@ -849,3 +849,33 @@ fn explain_elides_around_the_change_and_diffs_lines() {
         "{out}"
     );
 }
+
+/// `tack explain --format json` prints one report with the reasons, and
+/// with NODE only that node's.
+#[test]
+fn explain_prints_json() {
+    let d = deployed();
+    d.replace("components/app/component.cfg", "Welcome", "Hello");
+    let out = d.tack(&["explain", "dev", "--format", "json"]).success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON report");
+    assert_eq!(report["environment"], "dev", "{out}");
+    let nodes = report["hosts"][0]["nodes"].as_array().unwrap();
+    let motd = nodes
+        .iter()
+        .find(|node| node["id"] == "app/file:motd")
+        .expect("the motd node");
+    assert_eq!(motd["outcome"], "would update", "{out}");
+    assert_eq!(motd["reasons"][0]["reason"], "input_changed", "{out}");
+
+    let out = d
+        .tack(&["explain", "dev", "app/file:motd", "--format", "json"])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON report");
+    let ids: Vec<&str> = report["hosts"][0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["app/file:motd"], "{out}");
+}
