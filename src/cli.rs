@@ -56,20 +56,30 @@ pub enum CacheCommand {
     /// Evict least recently used entries until the cache fits SIZE
     /// (e.g. `500M`, `2G`).
     Gc {
+        /// The most the cache may hold: bytes, or with K, M, G or T
+        /// (`500M`, `2G`).
         #[arg(long, value_name = "SIZE")]
         max_size: String,
     },
     /// Write every valid entry into one archive file.
-    Export { file: PathBuf },
+    Export {
+        /// The archive to write (replaced if it exists).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Add the entries of an archive file (verified) to the cache.
-    Import { file: PathBuf },
+    Import {
+        /// An archive written by `tack cache export`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct Target {
     /// The environment: `environments/ENV.cfg`.
     pub env: String,
-    /// The deployment directory (default: the current directory).
+    /// The deployment directory.
     #[arg(
         short = 'C',
         long = "directory",
@@ -77,7 +87,8 @@ pub struct Target {
         default_value = "."
     )]
     pub dir: PathBuf,
-    /// Deploy the components of this host of the environment.
+    /// Only this host of the environment (default: the hosts that are
+    /// this machine, or every host with `connect_method = local`).
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
 }
@@ -107,8 +118,9 @@ pub struct LocalArgs {
     /// `.tack/cache`; also `TACK_CACHE_DIR`).
     #[arg(long, value_name = "DIR", env = "TACK_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Run every step even when the cache has its outputs, and overwrite
-    /// the cache entry.
+    /// Do not restore step outputs from the cache: a step that has to run
+    /// runs, and its cache entry is written anew (an up-to-date step still
+    /// does not run; `--force` it for that).
     #[arg(long)]
     pub no_cache_read: bool,
     /// Disown every cache entry written under another salt (also

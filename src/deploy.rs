@@ -427,20 +427,32 @@ fn removed(
                 }
             }
         } else {
-            let left = match (&record.target, still_running(&record)) {
-                (_, Some(process)) => format!("pid {} still runs", process.pid),
-                (Some(target), None) => format!("`{}` is left in place", target.display()),
-                (None, None) => "nothing was left on disk".to_string(),
-            };
-            let verb = if options.dry_run && options.prune {
-                "Would prune"
+            // Each line says what happens now and, once, what --prune does.
+            let running = still_running(&record);
+            let line = if options.prune {
+                let what = match (&record.target, running) {
+                    (_, Some(process)) => format!("would stop pid {}", process.pid),
+                    (Some(target), None) => format!(
+                        "would remove `{}` if it is still what tack made",
+                        target.display()
+                    ),
+                    (None, None) => "would forget it (nothing on disk)".to_string(),
+                };
+                format!("Would prune {prefix}{}: {what}", record.display)
             } else {
-                "Removed"
+                let left = match (&record.target, running) {
+                    (_, Some(process)) => {
+                        format!("pid {} still runs; --prune stops it", process.pid)
+                    }
+                    (Some(target), None) => format!(
+                        "`{}` is left in place; --prune removes it",
+                        target.display()
+                    ),
+                    (None, None) => "nothing is on disk; --prune forgets it".to_string(),
+                };
+                format!("No longer configured {prefix}{}: {left}", record.display)
             };
-            reporter.line(&format!(
-                "{verb} {prefix}{}: no longer configured; {left} (--prune removes what tack left)",
-                record.display
-            ));
+            reporter.line(&line);
         }
         nodes.push(report);
     }
@@ -460,7 +472,9 @@ fn finish(
     };
     for node in &nodes {
         match node.outcome.as_str() {
-            "unchanged" | "removed" | "pruned" => summary.unchanged += 1,
+            "unchanged" => summary.unchanged += 1,
+            "removed" => summary.no_longer_configured += 1,
+            "pruned" => summary.pruned += 1,
             "failed" => summary.failed += 1,
             "skipped" => summary.skipped += 1,
             _ => summary.updated += 1,

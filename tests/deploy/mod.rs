@@ -879,3 +879,41 @@ fn explain_prints_json() {
         .collect();
     assert_eq!(ids, ["app/file:motd"], "{out}");
 }
+
+/// Every argument's `--help` says what it is, once, in the words of the
+/// command it belongs to.
+#[test]
+fn help_texts_say_what_each_argument_does() {
+    let d = Deployment::new();
+    let help = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.push("--help");
+        d.tack(&args).success().stdout
+    };
+    let gc = help(&["cache", "gc"]);
+    assert!(
+        gc.contains("--max-size <SIZE>  The most the cache may hold"),
+        "{gc}"
+    );
+    let export = help(&["cache", "export"]);
+    assert!(export.contains("<FILE>  The archive to write"), "{export}");
+    let import = help(&["cache", "import"]);
+    assert!(
+        import.contains("<FILE>  An archive written by `tack cache export`"),
+        "{import}"
+    );
+    for command in ["explain", "graph"] {
+        let text = help(&[command]);
+        assert!(text.contains("--host <HOST>      Only this host"), "{text}");
+        assert!(!text.contains("Deploy"), "{text}");
+    }
+    let local = help(&["local"]);
+    assert!(
+        local.contains("-C, --directory <DIR>         The deployment directory [default: .]\n"),
+        "{local}"
+    );
+    assert!(
+        local.contains("--no-cache-read           Do not restore step outputs from the cache"),
+        "{local}"
+    );
+}

@@ -197,7 +197,7 @@ fn a_changed_host_list_takes_the_full_path() {
     );
     assert!(
         out.stdout
-            .contains("Removed Tools > File(motd): no longer configured"),
+            .contains("No longer configured Tools > File(motd): "),
         "{out}"
     );
 }
