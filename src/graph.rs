@@ -112,11 +112,19 @@ pub struct Bootstrap {
     pub packages: Vec<String>,
 }
 
+/// The pip every venv is upgraded to before its packages are installed
+/// (the one a python ships may be too old for them); pinned, so a venv
+/// built next month is the same build. 26.3 installs on python 3.9 and up.
+pub const BOOTSTRAP_PIP_VERSION: &str = "26.3";
+
 impl Bootstrap {
     /// What the venv's marker file says once it is built with `python`
     /// at `version`: any difference means it must be built again.
     pub fn marker(&self, version: &str) -> String {
-        format!("python {version}\n{}\n", self.packages.join("\n"))
+        format!(
+            "python {version}\npip=={BOOTSTRAP_PIP_VERSION}\n{}\n",
+            self.packages.join("\n")
+        )
     }
 
     pub fn marker_path(&self) -> PathBuf {
