@@ -26,6 +26,13 @@ pub enum Command {
     Graph(GraphArgs),
     /// Inspect and maintain the step cache.
     Cache(CacheArgs),
+    /// Print a completion script for SHELL, e.g.
+    /// `tack completions bash > ~/.local/share/bash-completion/completions/tack`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]

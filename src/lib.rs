@@ -96,6 +96,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             deploy(&args.target, &options, args.format)
         }
         Command::Cache(args) => cache_command::run(&args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "tack", &mut script);
+            report::write_out(format_args!("{}", String::from_utf8_lossy(&script)))?;
+            Ok(())
+        }
         Command::Graph(args) => {
             let root = deployment_root(&args.target)?;
             for graph in configure_all(&root, &args.target)?.graphs {

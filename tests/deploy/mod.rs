@@ -917,3 +917,63 @@ fn help_texts_say_what_each_argument_does() {
         "{local}"
     );
 }
+
+/// `tack completions SHELL` prints a completion script; the bash one,
+/// sourced, completes `tack lo` to `local`.
+#[test]
+fn completions_print_a_script_that_completes() {
+    let d = Deployment::new();
+    let bash = d.tack(&["completions", "bash"]).success().stdout;
+    let script = d.path("tack.bash");
+    fs::write(&script, &bash).unwrap();
+    let completed = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(tack lo); COMP_CWORD=1; _tack tack lo tack; echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .expect("run bash");
+    assert_eq!(String::from_utf8_lossy(&completed.stdout), "local\n");
+    let zsh = d.tack(&["completions", "zsh"]).success().stdout;
+    assert!(zsh.starts_with("#compdef tack\n"), "{zsh}");
+    let fish = d.tack(&["completions", "fish"]).success().stdout;
+    assert!(fish.contains("complete -c tack"), "{fish}");
+}
+
+/// The README's install step: `cargo install --path .` puts a `tack` on
+/// the PATH of whoever runs it (here into a temp root, from the build
+/// this test suite already made: `--locked` and the dev profile find it
+/// fresh, so nothing is rebuilt under the other tests' feet).
+#[test]
+fn cargo_install_installs_tack() {
+    let root = tempfile::tempdir().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let installed = std::process::Command::new(cargo)
+        .args([
+            "install",
+            "--path",
+            ".",
+            "--debug",
+            "--locked",
+            "--offline",
+            "--root",
+        ])
+        .arg(root.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo install");
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let version = std::process::Command::new(root.path().join("bin/tack"))
+        .arg("--version")
+        .output()
+        .expect("run the installed tack");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("tack {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
