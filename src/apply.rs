@@ -19,8 +19,8 @@ use crate::observe::{observe_written, python_version};
 use crate::plan::Decision;
 use crate::process::Process;
 use crate::runner::{self, shell_quote, Step};
-use crate::state::Observed;
-use crate::step_cache::StepCache;
+use crate::state::{NodeRecord, Observed};
+use crate::step_cache::{Outputs, StepCache};
 
 /// What applying a node left behind, for its record.
 #[derive(Debug, Default)]
@@ -31,9 +31,24 @@ pub struct Applied {
     pub facts: BTreeMap<String, String>,
     /// The outputs came from the cache; the step did not run.
     pub restored: bool,
+    /// The tree digest of a cached step's outputs as it left them: a later
+    /// restore replaces only exactly this.
+    pub outputs_tree: Option<cache::Digest>,
+    /// Why a step ran although the cache had its outputs.
+    pub not_restored: Option<String>,
     /// Something went wrong that does not fail the node (storing in the
     /// cache).
     pub warning: Option<String>,
+}
+
+/// What applying a node may know of the last time it was applied.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Last<'a> {
+    /// Its record, if it ever finished here.
+    pub record: Option<&'a NodeRecord>,
+    /// `--force`: rebuild from scratch what a step would otherwise keep
+    /// (a venv whose marker matches).
+    pub forced: bool,
 }
 
 /// Applies `node`'s action. `progress` is called now and then while a long
@@ -41,13 +56,14 @@ pub struct Applied {
 pub fn apply(
     node: &NodeSpec,
     decision: &Decision,
+    last: Last,
     steps: Option<&StepCache>,
     progress: &dyn Fn(Duration),
 ) -> Result<Applied, String> {
     if let (Some(base), true) = (&node.confined_to, node.action.owns_target()) {
         refuse_symlinks_between(base, node.action.target())?;
     }
-    let result = apply_action(node, decision, steps, progress);
+    let result = apply_action(node, decision, last, steps, progress);
     match (&node.action, node.sensitive) {
         // A failing step's message quotes its command: not one that holds
         // a secret.
@@ -61,6 +77,7 @@ pub fn apply(
 fn apply_action(
     node: &NodeSpec,
     decision: &Decision,
+    last: Last,
     steps: Option<&StepCache>,
     progress: &dyn Fn(Duration),
 ) -> Result<Applied, String> {
@@ -86,14 +103,27 @@ fn apply_action(
             replace_symlink(target, points_to).map_err(|e| e.to_string())?;
             Ok(Applied::default())
         }
-        Action::Command(spec) => cached(
-            node,
-            steps,
-            &spec.cwd,
-            &spec.outputs,
-            BTreeMap::new(),
-            || run_step(spec, progress),
-        ),
+        Action::Command(spec) => {
+            let mut applied = if spec.cacheable {
+                cached(
+                    node,
+                    steps,
+                    last,
+                    &spec.cwd,
+                    &spec.outputs,
+                    BTreeMap::new(),
+                    || run_step(spec, progress),
+                )?
+            } else {
+                run_step(spec, progress)?
+            };
+            // What a step creates is checked for existence each run, not
+            // what is inside it: the data in it is not tack's.
+            applied.produced.extend(spec.creates.iter().cloned());
+            applied.produced.sort();
+            applied.produced.dedup();
+            Ok(applied)
+        }
         Action::Buildout { run, bootstrap } => {
             let mut facts = BTreeMap::new();
             let mut outputs = run.outputs.clone();
@@ -104,9 +134,14 @@ fn apply_action(
                 outputs.push(bootstrap.venv.clone());
                 python = Some((bootstrap, version));
             }
-            cached(node, steps, &run.cwd, &outputs, facts, || {
+            cached(node, steps, last, &run.cwd, &outputs, facts, || {
                 if let Some((bootstrap, version)) = &python {
-                    bootstrap_venv(bootstrap, version, progress)?;
+                    bootstrap_venv(bootstrap, version, last.forced, progress)?;
+                }
+                if last.forced {
+                    // Buildout reinstalls every part it has no record of.
+                    crate::atomic::remove_if_present(&run.cwd.join(".installed.cfg"))
+                        .map_err(|e| e.to_string())?;
                 }
                 run_step(run, progress)
             })
@@ -118,11 +153,12 @@ fn apply_action(
             cached(
                 node,
                 steps,
+                last,
                 cwd,
                 std::slice::from_ref(&bootstrap.venv),
                 facts,
                 || {
-                    bootstrap_venv(bootstrap, &version, progress)?;
+                    bootstrap_venv(bootstrap, &version, last.forced, progress)?;
                     Ok(Applied::default())
                 },
             )
@@ -152,7 +188,7 @@ fn apply_action(
 /// A symlink planted inside the work dir (`work/app/etc -> /etc`) must not
 /// carry a write out of it: every directory between `base` and `target`
 /// has to be a real directory (or not exist yet).
-fn refuse_symlinks_between(base: &Path, target: &Path) -> Result<(), String> {
+pub fn refuse_symlinks_between(base: &Path, target: &Path) -> Result<(), String> {
     let Ok(relative) = target.strip_prefix(base) else {
         return Ok(());
     };
@@ -220,34 +256,48 @@ fn replace_symlink(target: &Path, points_to: &str) -> Result<(), Error> {
 }
 
 /// Runs a step with declared outputs through the cache: restores them if
-/// an entry for its cache key verifies, else runs it and stores what it
-/// produced. `facts` join the node key in the cache key and the record.
+/// an entry for its cache key verifies and may replace what is on disk,
+/// else runs it and stores what it produced. `facts` join the node key in
+/// the cache key and the record.
 fn cached(
     node: &NodeSpec,
     steps: Option<&StepCache>,
+    last: Last,
     cwd: &Path,
     outputs: &[PathBuf],
     facts: BTreeMap<String, String>,
     run: impl FnOnce() -> Result<Applied, String>,
 ) -> Result<Applied, String> {
-    let relative = StepCache::relative_outputs(cwd, outputs);
-    let (Some(steps), Some(relative)) = (steps, relative) else {
+    let (Some(steps), Some(relative)) = (steps, Outputs::of(cwd, outputs)) else {
         let mut applied = run()?;
         applied.facts = facts;
         return Ok(applied);
     };
     let key = StepCache::key(node, &facts);
-    if steps.restore(&key, cwd) {
-        return Ok(Applied {
-            produced: produced(outputs),
-            facts,
-            restored: true,
-            ..Applied::default()
-        });
+    let mut not_restored = None;
+    if let Some(hit) = steps.lookup(&key, &relative) {
+        let recorded = last.record.and_then(|record| record.outputs_tree.as_ref());
+        match StepCache::may_replace(&relative, recorded) {
+            Ok(()) => {
+                if let Some(tree) = steps.restore(&hit, &relative) {
+                    return Ok(Applied {
+                        produced: produced(outputs),
+                        facts,
+                        restored: true,
+                        outputs_tree: Some(tree),
+                        ..Applied::default()
+                    });
+                }
+            }
+            Err(why) => not_restored = Some(why),
+        }
     }
     let mut applied = run()?;
     applied.facts = facts;
-    applied.warning = steps.save(&key, cwd, &relative).err();
+    let capturing = std::time::Instant::now();
+    (applied.outputs_tree, applied.warning) = steps.save(&key, &relative);
+    crate::timings::phase(&format!("capture {}", node.display), capturing);
+    applied.not_restored = not_restored;
     Ok(applied)
 }
 
@@ -263,6 +313,7 @@ fn run_step(spec: &CommandSpec, progress: &dyn Fn(Duration)) -> Result<Applied, 
     let missing: Vec<String> = spec
         .outputs
         .iter()
+        .chain(&spec.creates)
         .filter(|path| fs::symlink_metadata(path).is_err())
         .map(|path| format!("`{}`", path.display()))
         .collect();
@@ -303,11 +354,12 @@ fn host_python(bootstrap: &Bootstrap) -> Result<String, String> {
 fn bootstrap_venv(
     bootstrap: &Bootstrap,
     version: &str,
+    forced: bool,
     progress: &dyn Fn(Duration),
 ) -> Result<(), String> {
     let marker = bootstrap.marker_path();
     let wanted = bootstrap.marker(version);
-    if fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+    if !forced && fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(());
     }
     if bootstrap.venv.exists() {
@@ -329,8 +381,10 @@ fn bootstrap_venv(
 
 /// Starts a service and waits until its pid file names a live process.
 fn start(spec: &ServiceSpec) -> Result<Process, String> {
-    // A pid file naming a dead process would be mistaken for the new one.
-    if spec.pidfile.exists() && Process::from_pidfile(&spec.pidfile).is_none() {
+    // A pid file naming a dead process, or one of another deployment (a
+    // pid file copied with it), would be mistaken for the new one.
+    let stale = Process::from_pidfile(&spec.pidfile).is_none_or(|p| !p.belongs_to(&spec.cwd));
+    if spec.pidfile.exists() && stale {
         let _ = fs::remove_file(&spec.pidfile);
     }
     let mut step = Step::spawn(&spec.start, &spec.cwd, &[])?;

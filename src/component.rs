@@ -110,7 +110,9 @@ impl ResourceKind {
             ResourceKind::File => &["source", "content", "mode", "template", "sensitive"],
             ResourceKind::Directory => &["mode"],
             ResourceKind::Symlink => &["target"],
-            ResourceKind::Command => &["run", "cwd", "env", "outputs", "timeout"],
+            ResourceKind::Command => &[
+                "run", "cwd", "env", "outputs", "creates", "cache", "timeout",
+            ],
             ResourceKind::Buildout => &[
                 "config",
                 "version",

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::apply::{apply, Applied};
+use crate::apply::{apply, Applied, Last};
 use crate::atomic::sweep_orphans;
 use crate::error::Result;
 use crate::executor::{run_dag, Outcome};
 use crate::graph::{Action, HostGraph, NodeSpec};
 use crate::plan::{decide, Decision, Verdict};
-use crate::prune::{prune, still_running};
+use crate::prune::{prune, still_running, Prunable, Verdict as PruneVerdict};
 use crate::reason::Reason;
 use crate::report::{text_diff, Reporter, Summary};
 use crate::state::{NodeRecord, StateStore};
@@ -113,10 +113,10 @@ pub struct NodeReport {
 
 /// How much of a host a graph holds.
 #[derive(Clone, Copy, Debug)]
-pub enum Scope {
+pub enum Scope<'a> {
     /// Every component: all of the state is loaded, and a journal left by
-    /// a killed run is replayed.
-    Whole,
+    /// a killed run is replayed. `prunable` says what `--prune` may touch.
+    Whole { prunable: &'a Prunable },
     /// Some components (those a change can reach; see `incremental`): only
     /// their state is loaded and saved, and the summary counts `untouched`
     /// more nodes as unchanged. The caller holds the lock and has seen no
@@ -136,7 +136,7 @@ pub fn deploy_host(
     // of this one, even if nothing else changes.
     let interrupted = store.journal_exists();
     let (mut state, warnings) = match scope {
-        Scope::Whole => store.load(),
+        Scope::Whole { .. } => store.load(),
         // Saving would drop a journal this never replayed.
         Scope::Part { .. } if interrupted => {
             return Err(crate::error::Error::Usage(format!(
@@ -147,7 +147,7 @@ pub fn deploy_host(
         Scope::Part { .. } => store.load_components(&graph.components()),
     };
     let untouched = match scope {
-        Scope::Whole => None,
+        Scope::Whole { .. } => None,
         Scope::Part { untouched } => Some(untouched),
     };
     let phase = crate::timings::phase("load state", started);
@@ -186,7 +186,7 @@ pub fn deploy_host(
             };
             nodes.push(node_report(node, decision, outcome, None, None));
         }
-        removed(graph, &mut state, options, reporter, &mut nodes);
+        removed(graph, scope, &mut state, options, reporter, &mut nodes);
         return Ok(finish(
             graph,
             untouched,
@@ -205,7 +205,7 @@ pub fn deploy_host(
     // deploy never follows a killed one (every deploy forgets the
     // manifest first, so the next run takes the whole host), and need not
     // list the state directory, one file per component, again.
-    if matches!(scope, Scope::Whole) {
+    if matches!(scope, Scope::Whole { .. }) {
         sweep_orphans(store.dir(), None);
         if let Some(dir) = store.dir().parent() {
             sweep_orphans(dir, None);
@@ -236,14 +236,15 @@ pub fn deploy_host(
 
     // Opened only when something runs: a no-op creates no cache directory.
     let steps = match (&options.cache, selected.contains(&true)) {
-        (Some(cache), true) => match StepCache::open(&cache.dir, cache.salt.as_deref(), cache.read)
-        {
-            Ok(steps) => Some(steps),
-            Err(error) => {
-                eprintln!("warning: {error}; running every step");
-                None
+        (Some(cache), true) => {
+            match StepCache::open(&cache.dir, cache.salt.as_deref(), cache.read, &options.root) {
+                Ok(steps) => Some(steps),
+                Err(error) => {
+                    eprintln!("warning: {error}; running every step");
+                    None
+                }
             }
-        },
+        }
         _ => None,
     };
     let finished: Mutex<Vec<(usize, NodeRecord, Duration, bool)>> = Mutex::new(Vec::new());
@@ -263,7 +264,23 @@ pub fn deploy_host(
                 reporter.prefix, node.display
             ));
         };
-        let applied = apply(node, decision, steps.as_ref(), &progress)?;
+        let last = Last {
+            record: state.get(&node.id),
+            forced: options.forced(node),
+        };
+        let applied = {
+            let _shown = node
+                .action
+                .runs_a_program()
+                .then(|| reporter.step_started(&node.display));
+            apply(node, decision, last, steps.as_ref(), &progress)?
+        };
+        if let Some(why) = &applied.not_restored {
+            reporter.line(&format!(
+                "note: {}{}: not restored from the cache: {why}",
+                reporter.prefix, node.display
+            ));
+        }
         if let Some(warning) = &applied.warning {
             reporter.line(&format!(
                 "warning: {}{}: {warning}",
@@ -336,6 +353,7 @@ pub fn deploy_host(
                     if let Some(old) = state.get(&node.id) {
                         record.produced = old.produced.clone();
                         record.facts = old.facts.clone();
+                        record.outputs_tree = old.outputs_tree;
                     }
                     state.insert(node.id.clone(), record);
                 }
@@ -365,7 +383,7 @@ pub fn deploy_host(
         };
         nodes.push(report);
     }
-    removed(graph, &mut state, options, reporter, &mut nodes);
+    removed(graph, scope, &mut state, options, reporter, &mut nodes);
     if state.is_changed() || interrupted || !store.exists() {
         store.save(&mut state).map_err(|error| {
             let ran: Vec<String> = graph
@@ -389,6 +407,7 @@ pub fn deploy_host(
 /// removes what they left and forgets them.
 fn removed(
     graph: &HostGraph,
+    scope: Scope,
     state: &mut crate::state::State,
     options: &Options,
     reporter: &Reporter,
@@ -396,15 +415,17 @@ fn removed(
 ) {
     let configured: std::collections::HashSet<&str> =
         graph.nodes.iter().map(|node| node.id.as_str()).collect();
-    let gone: Vec<String> = state
+    let mut gone: Vec<(String, NodeRecord)> = state
         .ids()
         .filter(|id| !configured.contains(id.as_str()))
-        .cloned()
+        .filter_map(|id| Some((id.clone(), state.get(id)?.clone())))
         .collect();
-    for id in gone {
-        let Some(record) = state.get(&id).cloned() else {
-            continue;
-        };
+    crate::prune::deepest_first(&mut gone);
+    let prunable = match scope {
+        Scope::Whole { prunable } => Some(prunable),
+        Scope::Part { .. } => None,
+    };
+    for (id, record) in gone {
         let mut report = NodeReport {
             id: id.clone(),
             display: record.display.clone(),
@@ -415,10 +436,19 @@ fn removed(
         };
         let prefix = &reporter.prefix;
         if options.prune && !options.dry_run {
-            match prune(&record) {
-                Ok(what) => {
-                    reporter.line(&format!("Pruned {prefix}{}: {what}", record.display));
-                    report.outcome = "pruned".into();
+            let verdict = prunable.map_or(
+                PruneVerdict::Keep("only a deploy of the whole host prunes".into()),
+                |prunable| prunable.verdict(&record),
+            );
+            let done = match verdict {
+                PruneVerdict::Remove => prune(&record).map(|what| ("Pruned", "pruned", what)),
+                PruneVerdict::Forget(why) => Ok(("Forgot", "forgotten", why)),
+                PruneVerdict::Keep(why) => Err(why),
+            };
+            match done {
+                Ok((verb, outcome, what)) => {
+                    reporter.line(&format!("{verb} {prefix}{}: {what}", record.display));
+                    report.outcome = outcome.into();
                     state.remove(&id);
                 }
                 Err(why) => {
@@ -475,6 +505,7 @@ fn finish(
             "unchanged" => summary.unchanged += 1,
             "removed" => summary.no_longer_configured += 1,
             "pruned" => summary.pruned += 1,
+            "forgotten" => summary.forgotten += 1,
             "failed" => summary.failed += 1,
             "skipped" => summary.skipped += 1,
             _ => summary.updated += 1,
@@ -529,6 +560,7 @@ fn record_for(node: &NodeSpec, applied: Applied) -> NodeRecord {
         process: applied.process,
         produced: applied.produced,
         facts: applied.facts,
+        outputs_tree: applied.outputs_tree,
         finished: true,
     }
 }

@@ -101,6 +101,14 @@ pub struct CommandSpec {
     pub env: Vec<(String, String)>,
     /// Paths the step must produce; missing later means it runs again.
     pub outputs: Vec<PathBuf>,
+    /// Paths the step makes once and then holds data in (a database):
+    /// missing means it runs again, but they are never captured, restored
+    /// or pruned.
+    pub creates: Vec<PathBuf>,
+    /// `outputs` are a pure function of the step's inputs (`cache = true`,
+    /// and always for a buildout): they may be restored from the step cache
+    /// instead of running the step.
+    pub cacheable: bool,
     pub timeout_secs: u64,
 }
 
@@ -120,9 +128,13 @@ pub const BOOTSTRAP_PIP_VERSION: &str = "26.3";
 impl Bootstrap {
     /// What the venv's marker file says once it is built with `python`
     /// at `version`: any difference means it must be built again.
+    /// The venv's own path is part of it: a venv's scripts and
+    /// `pyvenv.cfg` name the directory it was made in, so one copied or
+    /// restored from elsewhere is built again.
     pub fn marker(&self, version: &str) -> String {
         format!(
-            "python {version}\npip=={BOOTSTRAP_PIP_VERSION}\n{}\n",
+            "python {version}\nvenv {}\npip=={BOOTSTRAP_PIP_VERSION}\n{}\n",
+            self.venv.display(),
             self.packages.join("\n")
         )
     }
@@ -163,6 +175,14 @@ impl Action {
             Action::Venv(bootstrap) => &bootstrap.venv,
             Action::Program { cwd, .. } => cwd,
         }
+    }
+
+    /// Whether applying this runs a program (a command, buildout, a venv
+    /// bootstrap, a service, a supervised program), which can take long:
+    /// such a step says when it starts, not only when it ends. Files,
+    /// directories and symlinks take no time worth announcing.
+    pub fn runs_a_program(&self) -> bool {
+        !self.owns_target()
     }
 
     /// Whether this node is the one owner of its target path.

@@ -31,6 +31,7 @@ pub mod report;
 pub mod runner;
 pub mod selection;
 pub mod state;
+pub mod status_line;
 pub mod step_cache;
 pub mod template;
 pub mod timings;
@@ -48,6 +49,7 @@ use crate::deploy::{deploy_host, CacheOptions, HostReport, Options};
 use crate::environment::{ConnectMethod, EnvironmentDef};
 use crate::error::{ConfigError, Error, Result};
 use crate::graph::HostGraph;
+use crate::prune::Prunable;
 use crate::report::Reporter;
 
 /// Runs tack with `args` (program name first) and returns the exit code:
@@ -214,7 +216,10 @@ fn deploy_configured(
     let mut reports = Vec::new();
     for graph in &configured.graphs {
         let reporter = reporter_for(&graph.host, several);
-        let report = deploy_host(graph, deploy::Scope::Whole, options, &reporter)
+        let scope = deploy::Scope::Whole {
+            prunable: &configured.prunable,
+        };
+        let report = deploy_host(graph, scope, options, &reporter)
             .map_err(|error| after_reports(&reports, "their state is saved", error))?;
         reports.push(report);
     }
@@ -266,6 +271,8 @@ fn after_reports(reports: &[HostReport], then: &str, error: Error) -> Error {
 /// What configuring produced, and the files it was produced from.
 struct Configured {
     graphs: Vec<Arc<HostGraph>>,
+    /// What `--prune` may touch, knowing every host's nodes.
+    prunable: Prunable,
     db: Database,
     deployment: Deployment,
 }
@@ -297,7 +304,12 @@ fn configure_all(root: &Path, target: &Target) -> Result<Configured> {
         return Err(Error::Configs(errors));
     }
     let selected = select_hosts(&env, target.host.as_deref())?;
+    let prunable = Prunable::new(
+        root.join(&env.work_dir),
+        graphs.iter().map(|graph| graph.as_ref()),
+    );
     Ok(Configured {
+        prunable,
         graphs: graphs
             .into_iter()
             .filter(|graph| selected.contains(&graph.host))

@@ -138,8 +138,8 @@ fn observe_file(
     }
 }
 
-/// A step is done when every declared output, and everything it was seen
-/// to produce, still exists.
+/// A step is done when every declared output, everything it creates, and
+/// everything it was seen to produce, still exists.
 fn observe_step(spec: &CommandSpec, record: Option<&NodeRecord>) -> Observation {
     let produced = record
         .map(|record| record.produced.as_slice())
@@ -147,6 +147,7 @@ fn observe_step(spec: &CommandSpec, record: Option<&NodeRecord>) -> Observation 
     let missing: Vec<String> = spec
         .outputs
         .iter()
+        .chain(&spec.creates)
         .chain(produced)
         .filter(|path| fs::symlink_metadata(path).is_err())
         .map(|path| format!("`{}` is missing", path.display()))
@@ -254,6 +255,7 @@ mod tests {
             process: None,
             produced: Vec::new(),
             facts: Default::default(),
+            outputs_tree: None,
             finished: true,
         };
         assert_eq!(

@@ -78,7 +78,11 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
         // The same pid with another start time is another process.
         let reused =
             recorded.is_some_and(|r| r.pid == process.pid && r.start_time != process.start_time);
-        (!reused).then_some(process)
+        // A process no record vouches for is adopted only if it is this
+        // deployment's: a copied pid file names the original's daemon.
+        let foreign = recorded != Some(process)
+            && matches!(&node.action, Action::Service(spec) if !process.belongs_to(&spec.cwd));
+        (!reused && !foreign).then_some(process)
     };
     match observation {
         Observation::Running(process) => match running(process) {
@@ -102,9 +106,19 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 running: Some(process),
             },
             None => {
-                reasons.push(Reason::NotRunning {
-                    why: format!("pid {} is now another process", process.pid),
-                });
+                let reused = record
+                    .and_then(|r| r.process)
+                    .is_some_and(|r| r.pid == process.pid);
+                let why = if reused {
+                    format!("pid {} is now another process", process.pid)
+                } else {
+                    format!(
+                        "pid {} in `{}` is not a process of this deployment",
+                        process.pid,
+                        path.display()
+                    )
+                };
+                reasons.push(Reason::NotRunning { why });
                 Decision::new(Verdict::Run, reasons)
             }
         },

@@ -48,6 +48,23 @@ impl Process {
         Process::find(text.trim().parse().ok()?)
     }
 
+    /// Whether this process looks like one of the deployment whose work
+    /// dir is `dir`: its working directory is inside it, or its command
+    /// line names it. A pid file copied with a deployment (`cp -a`) names
+    /// the original's daemon, which must never be signalled or adopted by
+    /// the copy; a process tack cannot look at does not count as its own.
+    pub fn belongs_to(&self, dir: &Path) -> bool {
+        let cwd = fs::read_link(format!("/proc/{}/cwd", self.pid));
+        if cwd.is_ok_and(|cwd| cwd.starts_with(dir)) {
+            return true;
+        }
+        let Ok(cmdline) = fs::read(format!("/proc/{}/cmdline", self.pid)) else {
+            return false;
+        };
+        let dir = dir.as_os_str().as_encoded_bytes();
+        !dir.is_empty() && cmdline.windows(dir.len()).any(|window| window == dir)
+    }
+
     /// Whether this exact process (pid and start time) still runs.
     pub fn is_alive(&self) -> bool {
         Process::find(self.pid) == Some(*self)
@@ -76,6 +93,22 @@ mod tests {
             ..me
         };
         assert!(!impostor.is_alive(), "a reused pid must not be trusted");
+    }
+
+    #[test]
+    fn a_process_belongs_to_the_directory_it_runs_in_or_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        let process = Process::find(child.id() as i32).unwrap();
+        assert!(process.belongs_to(dir.path()));
+        assert!(!process.belongs_to(other.path()));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

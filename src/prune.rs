@@ -9,10 +9,86 @@
 //! *and* start time match the record. Anything changed since is left in
 //! place and said so.
 
+use std::collections::BTreeSet;
 use std::fs;
+use std::path::{Path, PathBuf};
 
+use crate::graph::HostGraph;
 use crate::process::Process;
 use crate::state::NodeRecord;
+
+/// What `--prune` may touch in this run: paths below the environment's
+/// work dir that no configured node owns now, on any host deployed here.
+/// A record is only a claim; a path a node deploys now (a file moved to
+/// another component or host) is not a leftover, and a path outside the
+/// work dir is never removed on a record's word.
+#[derive(Debug, Default)]
+pub struct Prunable {
+    work_dir: PathBuf,
+    owned: BTreeSet<PathBuf>,
+}
+
+/// What to do with one record of a node no longer configured.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Remove what it left, if it is still what tack left.
+    Remove,
+    /// Drop the record and touch nothing: a configured node owns the path.
+    Forget(String),
+    /// Touch nothing and keep the record.
+    Keep(String),
+}
+
+impl Prunable {
+    pub fn new<'a>(work_dir: PathBuf, graphs: impl IntoIterator<Item = &'a HostGraph>) -> Prunable {
+        let owned = graphs
+            .into_iter()
+            .flat_map(|graph| &graph.nodes)
+            .filter(|node| node.action.owns_target())
+            .map(|node| node.action.target().clone())
+            .collect();
+        Prunable { work_dir, owned }
+    }
+
+    pub fn verdict(&self, record: &NodeRecord) -> Verdict {
+        let Some(target) = &record.target else {
+            return Verdict::Remove;
+        };
+        if self.owned.contains(target) {
+            return Verdict::Forget(format!(
+                "`{}` is deployed by a configured node now; only the old record is dropped",
+                target.display()
+            ));
+        }
+        let is_service = record
+            .inputs
+            .get("kind")
+            .is_some_and(|kind| kind.value == "service");
+        if !is_service && !target.starts_with(&self.work_dir) {
+            return Verdict::Keep(format!(
+                "`{}` is outside the work dir `{}`; tack removes nothing there on a record's word, remove it by hand",
+                target.display(),
+                self.work_dir.display()
+            ));
+        }
+        if let Err(why) = crate::apply::refuse_symlinks_between(&self.work_dir, target) {
+            return Verdict::Keep(why);
+        }
+        Verdict::Remove
+    }
+}
+
+/// The order to prune records in: what lies deepest first, so a directory
+/// comes after the files in it and is empty by then.
+pub fn deepest_first(records: &mut [(String, NodeRecord)]) {
+    let depth = |record: &NodeRecord| {
+        record
+            .target
+            .as_deref()
+            .map_or(0, |target: &Path| target.components().count())
+    };
+    records.sort_by(|(a_id, a), (b_id, b)| depth(b).cmp(&depth(a)).then(a_id.cmp(b_id)));
+}
 
 /// What pruning one record did, for the report.
 pub fn prune(record: &NodeRecord) -> Result<String, String> {

@@ -3,6 +3,10 @@
 //!
 //! Nodes finish on several threads; every block of text for one node is
 //! written under one lock, so lines from parallel nodes never interleave.
+//!
+//! A step that runs a program says so when it starts (`Running NODE ...`)
+//! as well as when it ends, and on a terminal stays on the live status line
+//! (`status_line`) while it runs.
 
 use std::io::Write;
 use std::path::Path;
@@ -12,6 +16,7 @@ use std::time::Duration;
 use similar::TextDiff;
 
 use crate::reason::Reason;
+use crate::status_line::{Shown, StatusLine};
 
 /// `println!` for tack's output, in a function returning tack's `Result`:
 /// a closed stdout (`tack ... | head`) ends the output, not the program;
@@ -44,6 +49,8 @@ pub struct Reporter {
     root: String,
     /// `--format json` prints one report at the end, nothing on the way.
     quiet: bool,
+    /// What runs now, on a terminal.
+    status: StatusLine,
 }
 
 impl Reporter {
@@ -54,7 +61,15 @@ impl Reporter {
             prefix,
             root: format!("{}/", root.display()),
             quiet,
+            status: StatusLine::on_stderr(),
         }
+    }
+
+    /// Prints `Running NODE ...` and shows the node on the status line
+    /// until the returned guard is dropped.
+    pub fn step_started(&self, display: &str) -> Shown<'_> {
+        self.line(&format!("Running {}{display} ...", self.prefix));
+        self.status.show(&format!("{}{display}", self.prefix))
     }
 
     /// Prints `verb display`, then reasons and a diff as asked.
@@ -89,10 +104,12 @@ impl Reporter {
             return;
         }
         let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = out.lock();
-        // A closed pipe (`tack ... | head`) is not a deploy failure.
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.flush();
+        self.status.suspend(|| {
+            let mut out = out.lock();
+            // A closed pipe (`tack ... | head`) is not a deploy failure.
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        });
     }
 }
 
@@ -133,6 +150,9 @@ pub struct Summary {
     pub no_longer_configured: usize,
     /// Deployed once, configured no more, and removed by `--prune`.
     pub pruned: usize,
+    /// Deployed once, configured no more, and dropped from the state by
+    /// `--prune` without touching the host (see `prune`).
+    pub forgotten: usize,
 }
 
 impl Summary {
@@ -142,6 +162,9 @@ impl Summary {
         let mut gone = String::new();
         if self.pruned > 0 {
             gone.push_str(&format!(", {} pruned", self.pruned));
+        }
+        if self.forgotten > 0 {
+            gone.push_str(&format!(", {} forgotten", self.forgotten));
         }
         if self.no_longer_configured > 0 {
             gone.push_str(&format!(

@@ -54,9 +54,17 @@ pub struct State {
 }
 
 /// One file: the records of one component (or, in the old layout, of all).
+///
+/// Paths inside the deployment are written relative to its root, so a
+/// copied or moved deployment acts on itself; `root` says where the file
+/// was written. Records read from a file written at another root (or
+/// before roots were recorded) are verified, never trusted: their stats,
+/// processes and the outputs they saw outside this root are dropped.
 #[derive(Serialize, Deserialize)]
 struct StateFile {
     format: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    root: Option<PathBuf>,
     nodes: BTreeMap<String, NodeRecord>,
 }
 
@@ -132,6 +140,10 @@ pub struct NodeRecord {
     /// Facts of the host the node read, such as a python version.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub facts: BTreeMap<String, String>,
+    /// For cached steps: the tree digest of their outputs as the last run
+    /// or restore left them. A restore replaces only exactly that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_tree: Option<cache::Digest>,
     pub finished: bool,
 }
 
@@ -169,9 +181,13 @@ pub struct StateStore {
     journal: Mutex<Option<File>>,
 }
 
+/// One journal line; its paths are relative like a state file's, and
+/// `root` says where it was written.
 #[derive(Serialize, Deserialize)]
 struct JournalEntry {
     id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    root: Option<PathBuf>,
     record: NodeRecord,
 }
 
@@ -240,7 +256,7 @@ impl StateStore {
             .collect();
         components.sort();
         let (mut state, mut warnings) = self.load_components(&components);
-        if let Some(legacy) = read_state_file(&self.legacy, &mut warnings) {
+        if let Some(legacy) = read_state_file(&self.legacy, &self.root, &mut warnings) {
             // Split into component files at the next save.
             for (id, record) in legacy {
                 if !state.nodes.contains_key(&id) {
@@ -261,7 +277,8 @@ impl StateStore {
             .map(|component| {
                 let mut warnings = Vec::new();
                 let path = self.component_file(component);
-                let mut nodes = read_state_file(&path, &mut warnings).unwrap_or_default();
+                let mut nodes =
+                    read_state_file(&path, &self.root, &mut warnings).unwrap_or_default();
                 // A record filed under another component is not trusted.
                 nodes.retain(|id, _| component_of(id) == component);
                 (nodes, warnings)
@@ -273,6 +290,7 @@ impl StateStore {
             state.nodes.extend(nodes);
             warnings.extend(more);
         }
+        warnings.dedup();
         (state, warnings)
     }
 
@@ -286,7 +304,8 @@ impl StateStore {
             let Ok(entry) = serde_json::from_str::<JournalEntry>(&line) else {
                 break;
             };
-            state.insert(entry.id, entry.record);
+            let record = from_disk(entry.record, &self.root, entry.root.as_deref());
+            state.insert(entry.id, record);
         }
     }
 
@@ -304,13 +323,14 @@ impl StateStore {
                     .nodes
                     .range(prefix.clone()..)
                     .take_while(|(id, _)| id.starts_with(&prefix))
-                    .map(|(id, record)| (id.clone(), record.clone()))
+                    .map(|(id, record)| (id.clone(), to_disk(record, &self.root)))
                     .collect();
                 if nodes.is_empty() {
                     return remove_if_present(&path);
                 }
                 let file = StateFile {
                     format: FORMAT,
+                    root: Some(self.root.clone()),
                     nodes,
                 };
                 let mut bytes = serde_json::to_vec(&file)
@@ -346,7 +366,8 @@ impl StateStore {
         }
         let entry = JournalEntry {
             id: id.to_string(),
-            record: record.clone(),
+            root: Some(self.root.clone()),
+            record: to_disk(record, &self.root),
         };
         let mut line = serde_json::to_vec(&entry).map_err(|error| {
             Error::io(
@@ -366,8 +387,47 @@ impl StateStore {
 
 /// The records of one state file; `None` if it is missing, and with a
 /// warning if it cannot be trusted.
+/// A record as a file keeps it: paths below `root` relative to it.
+fn to_disk(record: &NodeRecord, root: &Path) -> NodeRecord {
+    let relative = |path: &PathBuf| {
+        path.strip_prefix(root)
+            .map_or(path.clone(), Path::to_path_buf)
+    };
+    NodeRecord {
+        target: record.target.as_ref().map(relative),
+        produced: record.produced.iter().map(relative).collect(),
+        ..record.clone()
+    }
+}
+
+/// A record read from a file written at `written_at`, for a deployment at
+/// `root`: relative paths are below `root`. From anywhere else, nothing
+/// it observed is trusted.
+fn from_disk(record: NodeRecord, root: &Path, written_at: Option<&Path>) -> NodeRecord {
+    let absolute = |path: PathBuf| {
+        if path.is_relative() {
+            root.join(path)
+        } else {
+            path
+        }
+    };
+    let mut record = NodeRecord {
+        target: record.target.map(absolute),
+        produced: record.produced.into_iter().map(absolute).collect(),
+        ..record
+    };
+    if written_at != Some(root) {
+        record.observed = None;
+        record.process = None;
+        record.outputs_tree = None;
+        record.produced.retain(|path| path.starts_with(root));
+    }
+    record
+}
+
 fn read_state_file(
     path: &Path,
+    root: &Path,
     warnings: &mut Vec<String>,
 ) -> Option<BTreeMap<String, NodeRecord>> {
     let bytes = match fs::read(path) {
@@ -382,7 +442,24 @@ fn read_state_file(
         }
     };
     match serde_json::from_slice::<StateFile>(&bytes) {
-        Ok(file) if file.format == FORMAT => Some(file.nodes),
+        Ok(file) if file.format == FORMAT => {
+            let written_at = file.root.as_deref();
+            if let Some(elsewhere) = written_at.filter(|at| *at != root) {
+                // Said once per directory, not once per component file.
+                let dir = path.parent().unwrap_or(path);
+                warnings.push(format!(
+                    "the state in `{}` was written for the deployment at `{}`; verifying its nodes against this one",
+                    dir.display(),
+                    elsewhere.display()
+                ));
+            }
+            Some(
+                file.nodes
+                    .into_iter()
+                    .map(|(id, record)| (id, from_disk(record, root, written_at)))
+                    .collect(),
+            )
+        }
         Ok(_) => {
             warnings.push(format!(
                 "`{}` has another format; verifying its nodes against disk",
@@ -415,6 +492,7 @@ mod tests {
             process: None,
             produced: Vec::new(),
             facts: BTreeMap::new(),
+            outputs_tree: None,
             finished,
         }
     }
@@ -476,6 +554,7 @@ mod tests {
         let store = StateStore::new(dir.path(), "dev", "localhost");
         let old = StateFile {
             format: FORMAT,
+            root: None,
             nodes: [("app/a".to_string(), record("A", true))].into(),
         };
         let legacy = dir.path().join(".tack/state/dev/localhost.json");

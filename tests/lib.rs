@@ -25,6 +25,13 @@ mod executor;
 /// edit, kill or deletion leads to exactly the restart it needs.
 mod tutorial;
 
+/// What a deploy shows while it runs: start lines, the live status line
+/// on a terminal, plain lines on a pipe.
+mod output;
+
+/// The README's console examples, run as shown.
+mod readme;
+
 /// Locking: one tack per deployment directory at a time.
 mod locking;
 

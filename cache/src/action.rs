@@ -33,6 +33,11 @@ pub struct ActionRecord {
     pub exit_status: i32,
     /// The version of the tool that produced the outputs.
     pub tool_version: String,
+    /// The absolute paths the outputs embed, found by scanning them
+    /// ([`crate::scan_tree`]): such a record is restored only where these
+    /// paths are the same. Empty for outputs that restore anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound_to: Vec<String>,
 }
 
 /// One file, symlink or directory of a captured tree.
@@ -259,6 +264,7 @@ mod tests {
             ],
             exit_status: 0,
             tool_version: "buildout 3.0".into(),
+            bound_to: Vec::new(),
         }
     }
 
@@ -376,6 +382,7 @@ mod tests {
                 }],
                 exit_status: 0,
                 tool_version: String::new(),
+                bound_to: Vec::new(),
             };
             let err = store.put_action(&key, &rec).unwrap_err();
             assert!(
@@ -414,6 +421,7 @@ mod tests {
             }],
             exit_status: 0,
             tool_version: "1".into(),
+            bound_to: Vec::new(),
         };
         let json = serde_json::to_string(&rec).unwrap();
         assert!(

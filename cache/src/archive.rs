@@ -508,6 +508,7 @@ mod tests {
             outputs,
             exit_status: 0,
             tool_version: "t 1".into(),
+            bound_to: Vec::new(),
         };
         let key = Digest::of(b"k");
         store.put_action(&key, &record).unwrap();
@@ -636,6 +637,7 @@ mod tests {
             }],
             exit_status: 0,
             tool_version: "t".into(),
+            bound_to: Vec::new(),
         }
     }
 

@@ -78,6 +78,14 @@ impl Store {
         Ok(true)
     }
 
+    /// Marks a blob as recently used for [`Store::gc`]; best effort (a
+    /// read-only shared store cannot be touched).
+    pub(crate) fn touch_blob(&self, digest: &Digest) {
+        if let Ok(file) = File::open(self.blob_path(digest)) {
+            let _ = file.set_modified(SystemTime::now());
+        }
+    }
+
     pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.to_hex();
         self.blobs_dir().join(&hex[..2]).join(hex)

@@ -96,6 +96,7 @@ mod blob;
 mod digest;
 mod error;
 mod maint;
+mod scan;
 mod tree;
 
 pub use action::{ActionRecord, OutputEntry, OutputKind};
@@ -103,6 +104,7 @@ pub use archive::{ExportReport, ImportReport};
 pub use digest::{Digest, ParseDigestError};
 pub use error::{Error, ErrorKind, Result};
 pub use maint::{Corruption, GcReport, Problem, Stats};
+pub use scan::{check_links, scan_tree, tree_digest, Scan};
 
 /// The schema version: the name of the directory under the store root.
 pub const SCHEMA: &str = "v1";

@@ -353,6 +353,7 @@ mod tests {
             }],
             exit_status: 0,
             tool_version: "t".into(),
+            bound_to: Vec::new(),
         }
     }
 

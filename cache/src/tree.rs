@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, Permissions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 
 use tempfile::TempDir;
 
 use crate::action::check_manifest;
+use crate::scan::{check_links, scan_tree};
 use crate::{Error, OutputEntry, OutputKind, Result, Store, TEMP_PREFIX};
 
 impl Store {
@@ -23,55 +24,57 @@ impl Store {
         root: &Path,
         outputs: &[P],
     ) -> Result<Vec<OutputEntry>> {
-        let mut entries = BTreeMap::new();
-        for out in outputs {
-            let rel = rel_string(out.as_ref())?;
-            self.capture_path(root, rel, &mut entries)?;
-        }
-        Ok(entries
-            .into_iter()
-            .map(|(path, kind)| OutputEntry { path, kind })
-            .collect())
+        let scan = scan_tree(root, outputs, &[])?;
+        self.store_scanned(root, &scan.entries)?;
+        Ok(scan.entries)
     }
 
-    fn capture_path(
-        &self,
-        root: &Path,
-        rel: String,
-        entries: &mut BTreeMap<String, OutputKind>,
-    ) -> Result<()> {
-        let path = root.join(&rel);
-        let md = fs::symlink_metadata(&path).map_err(Error::at(&path))?;
-        let ft = md.file_type();
-        let mode = md.mode() & 0o7777;
-        let kind = if ft.is_symlink() {
-            let target = fs::read_link(&path).map_err(Error::at(&path))?;
-            let target = target
-                .into_os_string()
-                .into_string()
-                .map_err(|_| Error::invalid(&path, "symlink target is not UTF-8"))?;
-            OutputKind::Symlink { target }
-        } else if ft.is_file() {
-            let digest = self.put_file(&path)?;
-            OutputKind::File { digest, mode }
-        } else if ft.is_dir() {
-            for child in fs::read_dir(&path).map_err(Error::at(&path))? {
-                let child = child.map_err(Error::at(&path))?;
-                let name = child.file_name();
-                let name = name
-                    .to_str()
-                    .ok_or_else(|| Error::invalid(child.path(), "name is not UTF-8"))?;
-                self.capture_path(root, format!("{rel}/{name}"), entries)?;
+    /// Stores the blobs of a manifest [`scan_tree`] made under `root`. A
+    /// blob already in the store is only touched (for [`Store::gc`]), never
+    /// written again: a repeated capture of a large, mostly unchanged tree
+    /// costs its scan and little more. A file that changed since the scan
+    /// is an error: the manifest would name content that is not stored.
+    pub fn store_scanned(&self, root: &Path, entries: &[OutputEntry]) -> Result<()> {
+        for entry in entries {
+            if let OutputKind::File { digest, .. } = &entry.kind {
+                if self.contains_blob(digest) {
+                    self.touch_blob(digest);
+                    continue;
+                }
+                let path = root.join(&entry.path);
+                let stored = self.put_file(&path)?;
+                if stored != *digest {
+                    return Err(Error::invalid(&path, "changed while it was captured"));
+                }
             }
-            OutputKind::Dir { mode }
-        } else {
-            return Err(Error {
-                path,
-                kind: crate::ErrorKind::UnsupportedFileType,
-            });
-        };
-        entries.insert(rel, kind);
+        }
         Ok(())
+    }
+
+    /// Restores a record's outputs under `root` as [`Store::restore_tree`]
+    /// does, but only if the record is whole and stays within what the
+    /// step declares: every entry lies at or below one of `declared`
+    /// (relative paths), and every symlink resolves within the entries or
+    /// to an absolute path that exists here ([`check_links`]). Anything
+    /// else is a miss, `Ok(false)`, with nothing changed under `root`.
+    pub fn restore_outputs(
+        &self,
+        outputs: &[OutputEntry],
+        root: &Path,
+        declared: &[String],
+    ) -> Result<bool> {
+        let within = |path: &str| {
+            declared.iter().any(|d| {
+                path == d || (path.starts_with(d.as_str()) && path[d.len()..].starts_with('/'))
+            })
+        };
+        if !outputs.iter().all(|entry| within(&entry.path)) {
+            return Ok(false);
+        }
+        if check_links(outputs, root).is_err() {
+            return Ok(false);
+        }
+        self.restore_tree(outputs, root)
     }
 
     /// Restores a manifest under `root` (created if needed), verifying
@@ -86,6 +89,7 @@ impl Store {
     /// some entries replaced and others not, but never a partial file.
     pub fn restore_tree(&self, outputs: &[OutputEntry], root: &Path) -> Result<bool> {
         let map = check_manifest(outputs).map_err(|why| Error::invalid(root, why))?;
+        refuse_symlinked_dirs(root, map.keys().copied())?;
         // Cheap early miss before copying anything.
         for kind in map.values() {
             if let OutputKind::File { digest, .. } = kind {
@@ -142,7 +146,9 @@ impl Store {
                     if !self.copy_verified(digest, &mut file, &path)? {
                         return Ok(None); // `stage` is removed on drop.
                     }
-                    file.set_permissions(Permissions::from_mode(*mode))
+                    // Never a setuid or setgid bit: a record is no reason
+                    // to hand out privileges.
+                    file.set_permissions(Permissions::from_mode(*mode & 0o777))
                         .map_err(Error::at(&path))?;
                 }
             }
@@ -172,7 +178,32 @@ fn commit(map: &BTreeMap<&str, &OutputKind>, stage: &TempDir, root: &Path) -> Re
     for (&rel, kind) in map.iter().rev() {
         if let OutputKind::Dir { mode } = kind {
             let dest = root.join(rel);
-            fs::set_permissions(&dest, Permissions::from_mode(*mode)).map_err(Error::at(&dest))?;
+            fs::set_permissions(&dest, Permissions::from_mode(*mode & 0o1777))
+                .map_err(Error::at(&dest))?;
+        }
+    }
+    Ok(())
+}
+
+/// A restore writes below `root` through the directories its entries
+/// name; a symlink planted where one of them should be (`build -> /etc`)
+/// would carry the write, or the removal of what is in the way, out of
+/// `root`. Such a link is an error naming it.
+fn refuse_symlinked_dirs<'a>(root: &Path, paths: impl Iterator<Item = &'a str>) -> Result<()> {
+    let mut checked = std::collections::BTreeSet::new();
+    for rel in paths {
+        for (i, _) in rel.match_indices('/') {
+            let dir = &rel[..i];
+            if !checked.insert(dir) {
+                continue;
+            }
+            let path = root.join(dir);
+            if fs::symlink_metadata(&path).is_ok_and(|md| md.file_type().is_symlink()) {
+                return Err(Error::invalid(
+                    &path,
+                    "is a symlink where a directory of the outputs belongs; not restoring through it",
+                ));
+            }
         }
     }
     Ok(())
@@ -193,35 +224,12 @@ fn remove_blocking(dest: &Path, new_is_dir: bool) -> Result<()> {
     result.map_err(Error::at(dest))
 }
 
-/// A caller's relative output path as the manifest spells it.
-fn rel_string(path: &Path) -> Result<String> {
-    let mut parts = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(p) => parts.push(
-                p.to_str()
-                    .ok_or_else(|| Error::invalid(path, "not UTF-8"))?,
-            ),
-            Component::CurDir => {}
-            _ => {
-                return Err(Error::invalid(
-                    path,
-                    "output paths must be relative, without `..`",
-                ))
-            }
-        }
-    }
-    if parts.is_empty() {
-        return Err(Error::invalid(path, "empty output path"));
-    }
-    Ok(parts.join("/"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::corrupt;
     use std::os::unix::fs::symlink;
+    use std::os::unix::fs::MetadataExt;
 
     fn mode_of(p: &Path) -> u32 {
         fs::symlink_metadata(p).unwrap().mode() & 0o7777
@@ -407,5 +415,66 @@ mod tests {
             fs::read_link(dst.join("link")).unwrap(),
             Path::new("/nonexistent/target")
         );
+    }
+
+    #[test]
+    fn restore_outputs_takes_only_declared_whole_trees_and_drops_setuid() {
+        let (dir, store, manifest) = setup();
+        let dst = dir.path().join("dst");
+        let declared = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        // `parts` is in the record but not declared: a miss.
+        assert!(!store
+            .restore_outputs(&manifest, &dst, &declared(&["bin", "eggs.txt"]))
+            .unwrap());
+        assert!(!dst.join("bin").exists());
+        assert!(store
+            .restore_outputs(&manifest, &dst, &declared(&["bin", "parts", "eggs.txt"]))
+            .unwrap());
+
+        let src = dir.path().join("suid");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("tool"), b"x").unwrap();
+        fs::set_permissions(src.join("tool"), Permissions::from_mode(0o4755)).unwrap();
+        let suid = store.capture_tree(&src, &["tool"]).unwrap();
+        let out = dir.path().join("suid-out");
+        assert!(store.restore_tree(&suid, &out).unwrap());
+        assert_eq!(mode_of(&out.join("tool")), 0o755);
+    }
+
+    #[test]
+    fn restore_refuses_a_symlink_where_an_output_directory_belongs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("build/out")).unwrap();
+        fs::write(src.join("build/out/a"), b"a").unwrap();
+        let manifest = store.capture_tree(&src, &["build/out"]).unwrap();
+        // Someone replaced `build` by a link to a directory holding data.
+        let dst = dir.path().join("dst");
+        let precious = dir.path().join("precious");
+        fs::create_dir_all(precious.join("out")).unwrap();
+        fs::write(precious.join("out/precious.txt"), b"keep").unwrap();
+        fs::create_dir_all(&dst).unwrap();
+        symlink(&precious, dst.join("build")).unwrap();
+        assert!(store.restore_tree(&manifest, &dst).is_err());
+        assert_eq!(
+            fs::read(precious.join("out/precious.txt")).unwrap(),
+            b"keep"
+        );
+    }
+
+    #[test]
+    fn a_repeated_capture_writes_no_blob_again() {
+        let (dir, store, manifest) = setup();
+        let OutputKind::File { digest, .. } = &manifest[3].kind else {
+            panic!()
+        };
+        let before = fs::symlink_metadata(store.blob_path(digest)).unwrap().ino();
+        let again = store
+            .capture_tree(&dir.path().join("src"), &["bin", "parts", "eggs.txt"])
+            .unwrap();
+        assert_eq!(again, manifest);
+        let after = fs::symlink_metadata(store.blob_path(digest)).unwrap().ino();
+        assert_eq!(before, after, "the blob was replaced, not kept");
     }
 }

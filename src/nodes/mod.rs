@@ -233,6 +233,8 @@ impl NodeBuilder<'_> {
             run,
             env: Vec::new(),
             outputs,
+            creates: Vec::new(),
+            cacheable: true,
             timeout_secs: timeout(resource, COMMAND_TIMEOUT_SECS)?,
         };
         let mut run_node = self.node(
@@ -284,24 +286,57 @@ impl NodeBuilder<'_> {
             };
             env.push((name.trim().to_string(), value.trim().to_string()));
         }
-        let mut outputs = Vec::new();
-        for output in self
-            .rendered(resource, "outputs", inputs)?
-            .unwrap_or_default()
-            .split_whitespace()
-        {
-            let at = resource
-                .field("outputs")
-                .map_or(&resource.location, |f| &f.location);
-            outputs.push(self.path(output, at)?);
+        let outputs = self.paths(resource, "outputs", inputs)?;
+        let creates = self.paths(resource, "creates", inputs)?;
+        let at = |key: &str| {
+            resource
+                .field(key)
+                .map_or(&resource.location, |f| &f.location)
+                .clone()
+        };
+        if let Some((made, held)) = overlap(&outputs, &creates) {
+            return Err(ConfigError::new(
+                at("creates"),
+                format!(
+                    "`{}` is under `outputs` and `creates` (`{}`): a step's outputs may be restored from the cache, what it creates holds data and never is; name each path once",
+                    held.display(),
+                    made.display()
+                ),
+            ));
+        }
+        let cacheable = resource.flag("cache", false)?;
+        if cacheable && outputs.is_empty() {
+            return Err(ConfigError::new(
+                at("cache"),
+                "`cache = true` needs `outputs`: the paths the step makes from its inputs alone",
+            ));
         }
         Ok(CommandSpec {
             cwd,
             run,
             env,
             outputs,
+            creates,
+            cacheable,
             timeout_secs: timeout(resource, COMMAND_TIMEOUT_SECS)?,
         })
+    }
+
+    /// A whitespace-separated list of paths, rendered.
+    fn paths(
+        &self,
+        resource: &ResourceDef,
+        key: &str,
+        inputs: &mut Inputs,
+    ) -> Result<Vec<PathBuf>, ConfigError> {
+        let at = resource
+            .field(key)
+            .map_or(&resource.location, |f| &f.location);
+        self.rendered(resource, key, inputs)?
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|path| self.path(path, at))
+            .collect()
     }
 
     fn node(
@@ -488,6 +523,13 @@ impl NodeBuilder<'_> {
         }
         Ok(self.workdir.join(relative))
     }
+}
+
+/// A path of `a` and one of `b` where one is the other or lies inside it.
+fn overlap<'a>(a: &'a [PathBuf], b: &'a [PathBuf]) -> Option<(&'a PathBuf, &'a PathBuf)> {
+    a.iter()
+        .flat_map(|x| b.iter().map(move |y| (x, y)))
+        .find(|(x, y)| x.starts_with(y) || y.starts_with(x))
 }
 
 fn mode(resource: &ResourceDef, default: u32, inputs: &mut Inputs) -> Result<u32, ConfigError> {

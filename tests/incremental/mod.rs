@@ -34,6 +34,7 @@ use std::fmt;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::collection::vec;
 use proptest::option;
@@ -341,6 +342,11 @@ impl Model {
 
     /// Every source file: relative path -> text.
     fn sources(&self) -> BTreeMap<String, String> {
+        self.sources_with(Steps::Plain)
+    }
+
+    /// Every source file, with the steps written as `steps` says.
+    fn sources_with(&self, steps: Steps) -> BTreeMap<String, String> {
         let mut files = BTreeMap::new();
         let names: Vec<&str> = self.hosted.iter().map(|i| NAMES[*i]).collect();
         let mut env = format!(
@@ -406,8 +412,15 @@ impl Model {
                 paths.push(path);
             }
             if c.command {
+                let (tail, cache) = match steps {
+                    Steps::Plain => ("", ""),
+                    // Every other step names the checkout it ran in, as a
+                    // venv's scripts do: its outputs are bound to that path.
+                    Steps::Cached if i % 2 == 1 => (" && pwd >> digest.sums", "cache = true\n"),
+                    Steps::Cached => ("", "cache = true\n"),
+                };
                 cfg.push_str(&format!(
-                    "\n[command:digest]\nrun = sha256sum {} > digest.sums\noutputs = digest.sums\n",
+                    "\n[command:digest]\nrun = sha256sum {} > digest.sums{tail}\noutputs = digest.sums\n{cache}",
                     paths.join(" ")
                 ));
             }
@@ -819,10 +832,23 @@ fn deploy(d: &Deployment, drop: Option<&str>) -> Run {
     }
 }
 
+/// How the model's `[command:digest]` steps are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Steps {
+    /// Not cached: they run whenever their inputs changed.
+    Plain,
+    /// `cache = true`, and every other one embeds its work dir.
+    Cached,
+}
+
 /// Writes the model's sources into `d`, only those that differ from what
 /// is there: an unchanged file keeps its stat, as in a real checkout.
 fn write_sources(d: &Deployment, model: &Model) {
-    for (path, text) in model.sources() {
+    write_sources_with(d, model, Steps::Plain)
+}
+
+fn write_sources_with(d: &Deployment, model: &Model, steps: Steps) {
+    for (path, text) in model.sources_with(steps) {
         if fs::read_to_string(d.path(&path)).ok().as_deref() != Some(text.as_str()) {
             d.write(&path, &text);
         }
@@ -907,6 +933,135 @@ fn check_case(case: &Case, drop: Option<&str>) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+/// `work/` of `d` with its root written as `<ROOT>`, to compare two
+/// checkouts whose steps embed where they ran.
+fn canon_masked(d: &Deployment) -> BTreeMap<String, Canon> {
+    let root = d.root().display().to_string();
+    canon(&d.path("work"))
+        .into_iter()
+        .map(|(path, entry)| {
+            let entry = match entry {
+                Canon::File { content, mode } => Canon::File {
+                    content: content.replace(&root, "<ROOT>"),
+                    mode,
+                },
+                Canon::Symlink { target } => Canon::Symlink {
+                    target: target.replace(&root, "<ROOT>"),
+                },
+                other => other,
+            };
+            (path, entry)
+        })
+        .collect()
+}
+
+/// The same histories with the step cache on (issue 10): checkouts A1 and
+/// A2 at different paths share one cache and live through the edits (hand
+/// edits happen in A1); after every edit each must hold what a deploy from
+/// scratch with an empty cache makes, and neither may hold a path of the
+/// other: a step whose outputs embed its checkout is never handed out
+/// elsewhere.
+fn check_shared_cache(case: &Case) -> Result<(), TestCaseError> {
+    let cache = tempfile::tempdir().expect("a cache dir");
+    let cache_dir = cache
+        .path()
+        .to_str()
+        .expect("a UTF-8 temp path")
+        .to_string();
+    let mut model = case.model.clone();
+    let (a1, a2) = (Deployment::new(), Deployment::new());
+    let mut history = vec!["step 0: initial deploy".to_string()];
+    for step in 0..=case.edits.len() {
+        if step > 0 {
+            let what = model.apply(&case.edits[step - 1], &a1);
+            history.push(format!("step {step}: {what}"));
+        }
+        let b = Deployment::new();
+        for d in [&a1, &a2, &b] {
+            write_sources_with(d, &model, Steps::Cached);
+        }
+        let mut outputs = Vec::new();
+        for d in [&a1, &a2] {
+            let output = d.tack(&["local", "dev", "--cache-dir", &cache_dir]);
+            if output.code != 0 {
+                return Err(fail(format!(
+                    "deploy failed\n{output}\n{}",
+                    history.join("\n")
+                )));
+            }
+            RESTORES.fetch_add(
+                output.stdout.matches("(from cache)").count(),
+                Ordering::Relaxed,
+            );
+            outputs.push(output);
+        }
+        let scratch_output = b.tack(&["local", "dev"]);
+        if scratch_output.code != 0 {
+            return Err(fail(format!("deploy B failed\n{scratch_output}")));
+        }
+        let scratch = canon_masked(&b);
+        for (d, output, other) in [(&a1, &outputs[0], &a2), (&a2, &outputs[1], &a1)] {
+            let here = canon_masked(d);
+            let differ: Vec<String> = scratch
+                .iter()
+                .filter(|(path, entry)| here.get(*path) != Some(*entry))
+                .map(|(path, entry)| {
+                    format!(
+                        "  work/{path}: from scratch {entry:?}, here {:?}",
+                        here.get(path)
+                    )
+                })
+                .collect();
+            prop_assert!(
+                differ.is_empty(),
+                "after step {step}, {} differs from a deploy from scratch:\n{}\n{output}\n{}",
+                d.root().display(),
+                differ.join("\n"),
+                history.join("\n")
+            );
+            let foreign = other.root().display().to_string();
+            let leaked: Vec<String> = canon(&d.path("work"))
+                .into_iter()
+                .filter(|(_, entry)| format!("{entry:?}").contains(&foreign))
+                .map(|(path, _)| path)
+                .collect();
+            prop_assert!(
+                leaked.is_empty(),
+                "after step {step}, {} holds paths of {foreign}: {leaked:?}\n{output}\n{}",
+                d.root().display(),
+                history.join("\n")
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn two_checkouts_sharing_a_cache_match_a_deploy_from_scratch() {
+    let config = Config {
+        cases: CASES / 2,
+        failure_persistence: None,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        max_shrink_iters: 128,
+        ..Config::default()
+    };
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &SEED);
+    let mut runner = TestRunner::new_with_rng(config, rng);
+    match runner.run(&case(), |case| check_shared_cache(&case)) {
+        Ok(()) => {}
+        Err(TestError::Fail(why, case)) => panic!("{why}\n\nminimal case:\n{case:?}"),
+        Err(TestError::Abort(why)) => panic!("aborted: {why}"),
+    }
+    // The property says something about restores only if there were some.
+    assert!(
+        RESTORES.load(Ordering::Relaxed) > 0,
+        "no step was ever restored from the shared cache"
+    );
+}
+
+/// Steps restored across the cases of the shared-cache property.
+static RESTORES: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs the property over `CASES` cases from `SEED`.
 fn run_property(drop: Option<&str>, shrink: bool) -> Result<(), TestError<Case>> {

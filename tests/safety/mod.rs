@@ -267,3 +267,184 @@ fn a_secret_never_appears_in_output_or_state() {
         }
     }
 }
+
+/// `cp -a` of a deployment, as a user makes one to try something: the copy
+/// must act on itself, never on the original (issue 10, finding 4).
+fn copy_deployment(from: &Deployment) -> Deployment {
+    let to = Deployment::new();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.root().display()))
+        .arg(to.root())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    to
+}
+
+#[test]
+fn a_copied_deployment_prunes_and_repairs_itself_not_the_original() {
+    let orig = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            "
+            [file:a.txt]
+            content = a
+
+            [file:b.txt]
+            content = b
+
+            [command:out]
+            run = cat a.txt > out.txt
+            outputs = out.txt
+            ",
+        );
+    orig.tack(&["local", "dev"]).success();
+
+    // In an unedited copy, a deleted step output is rebuilt in the copy.
+    let copy = copy_deployment(&orig);
+    std::fs::remove_file(copy.path("work/app/out.txt")).unwrap();
+    let output = copy.tack(&["local", "dev"]).success();
+    assert!(output.updated().contains("App > Command(out)"), "{output}");
+    assert_eq!(copy.read("work/app/out.txt"), "a\n");
+
+    // Dropping a file in the copy and pruning removes the copy's file.
+    copy.replace(
+        "components/app/component.cfg",
+        "[file:b.txt]\ncontent = b\n",
+        "",
+    );
+    let output = copy.tack(&["local", "dev", "--prune"]).success();
+    let pruned = format!(
+        "Pruned App > File(b.txt): removed `{}`",
+        copy.path("work/app/b.txt").display()
+    );
+    assert!(output.stdout.contains(&pruned), "{output}");
+    assert!(!copy.exists("work/app/b.txt"));
+    assert_eq!(
+        orig.read("work/app/b.txt"),
+        "b\n",
+        "the original is untouched"
+    );
+    assert!(
+        !output.stdout.contains(orig.root().to_str().unwrap()),
+        "{output}"
+    );
+    // The state names paths relative to the deployment.
+    let state = std::fs::read_to_string(copy.path(".tack/state/dev/localhost/app.json")).unwrap();
+    assert!(!state.contains(orig.root().to_str().unwrap()), "{state}");
+}
+
+#[test]
+fn prune_leaves_a_path_that_a_configured_node_now_owns() {
+    // Component `app` moves from host web1 to web2: web1's record of
+    // app.conf is stale, but the file is web2's now.
+    let d = Deployment::new()
+        .env(
+            "dev",
+            "[environment]\nconnect_method = local\n[hosts]\nweb1 = app\nweb2 = other\n",
+        )
+        .component("app", "[file:app.conf]\ncontent = app\n")
+        .component("other", "[file:other.conf]\ncontent = other\n");
+    d.tack(&["local", "dev"]).success();
+    d.write(
+        "environments/dev.cfg",
+        "[environment]\nconnect_method = local\n[hosts]\nweb1 = other\nweb2 = app\n",
+    );
+    d.tack(&["local", "dev"]).success();
+    let output = d.tack(&["local", "dev", "--prune"]).success();
+    assert!(
+        d.exists("work/app/app.conf"),
+        "web2's file was pruned\n{output}"
+    );
+    assert!(d.exists("work/other/other.conf"), "{output}");
+    assert!(
+        output
+            .stdout
+            .contains("Forgot web1: App > File(app.conf): `"),
+        "{output}"
+    );
+    // The stale records are gone: the next run names nothing removed.
+    let output = d.tack(&["local", "dev"]).success();
+    assert!(!output.stdout.contains("no longer configured"), "{output}");
+}
+
+#[test]
+fn one_prune_removes_a_directory_with_the_files_in_it() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            "[file:keep.txt]\ncontent = k\n\n[directory:a]\n\n[file:a/f.txt]\ncontent = f\n\n[directory:a/b]\n\n[file:a/b/g.txt]\ncontent = g\n",
+        );
+    d.tack(&["local", "dev"]).success();
+    d.write(
+        "components/app/component.cfg",
+        "[file:keep.txt]\ncontent = k\n",
+    );
+    let output = d.tack(&["local", "dev", "--prune"]).success();
+    assert!(!d.exists("work/app/a"), "{output}");
+    assert!(!output.stdout.contains("Kept"), "{output}");
+    let output = d.tack(&["local", "dev"]).success();
+    assert!(!output.stdout.contains("no longer configured"), "{output}");
+    assert!(output.stdout.contains("0 updated, 1 unchanged"), "{output}");
+}
+
+#[test]
+fn a_copied_deployment_never_signals_the_original_daemon() {
+    // A daemon started from the work dir (its cwd), reloaded with HUP,
+    // which would end a `sleep`: the copy must start its own.
+    let orig = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            "
+            [attributes]
+            greeting = hello
+
+            [file:app.conf]
+            content = {{ greeting }}
+
+            [service:daemon]
+            start = sh -c 'sleep 300 > /dev/null 2>&1 & echo $! > daemon.pid'
+            pidfile = daemon.pid
+            reload = signal:HUP
+            ",
+        );
+    orig.tack(&["local", "dev"]).success();
+    let pid_of = |d: &Deployment| -> i32 { d.read("work/app/daemon.pid").trim().parse().unwrap() };
+    let original = pid_of(&orig);
+    let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+
+    let copy = copy_deployment(&orig);
+    copy.replace(
+        "components/app/component.cfg",
+        "greeting = hello",
+        "greeting = copy",
+    );
+    let explained = copy.tack(&["explain", "dev"]).success();
+    assert!(
+        explained.stdout.contains(&format!(
+            "not running: pid {original} in `work/app/daemon.pid` is not a process of this deployment"
+        )),
+        "{explained}"
+    );
+    let output = copy.tack(&["local", "dev"]).success();
+    assert!(
+        output.stdout.contains("Starting App > Service(daemon)"),
+        "{output}"
+    );
+    let own = pid_of(&copy);
+    assert_ne!(own, original);
+    assert!(
+        alive(original),
+        "the original's daemon got a signal\n{output}"
+    );
+    for pid in [original, own] {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
