@@ -309,8 +309,9 @@ fn bootstrap_venv(
     let venv = shell_quote(&bootstrap.venv.display().to_string());
     let packages: Vec<String> = bootstrap.packages.iter().map(|p| shell_quote(p)).collect();
     let script = format!(
-        "{python} -m venv {venv} && {venv}/bin/python -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25' && {venv}/bin/python -m pip install --quiet --disable-pip-version-check {packages}",
+        "{python} -m venv {venv} && {venv}/bin/python -m pip install --quiet --disable-pip-version-check 'pip=={pip}' && {venv}/bin/python -m pip install --quiet --disable-pip-version-check {packages}",
         python = shell_quote(&bootstrap.python),
+        pip = crate::graph::BOOTSTRAP_PIP_VERSION,
         packages = packages.join(" "),
     );
     let cwd = bootstrap.venv.parent().unwrap_or(Path::new("."));

@@ -63,8 +63,21 @@ pub fn run(args: &CacheArgs) -> Result<()> {
             );
         }
         CacheCommand::Export { file } => {
-            let report = store.export(file, &progress).map_err(failed)?;
-            finish_progress();
+            let parent = file
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(Error::Usage(format!(
+                    "cannot write `{}`: `{}` is not a directory",
+                    file.display(),
+                    parent.display()
+                )));
+            }
+            let progress = Progress::on_stderr();
+            let report = store.export(file, &|done, total| progress.update(done, total));
+            progress.finish(report.is_ok());
+            let report = report.map_err(failed)?;
             crate::outln!(
                 "exported {} blobs and {} records to `{}` ({}); skipped {} corrupt, {} incomplete",
                 report.blobs,
@@ -76,8 +89,10 @@ pub fn run(args: &CacheArgs) -> Result<()> {
             );
         }
         CacheCommand::Import { file } => {
-            let report = store.import(file, &progress).map_err(failed)?;
-            finish_progress();
+            let progress = Progress::on_stderr();
+            let report = store.import(file, &|done, total| progress.update(done, total));
+            progress.finish(report.is_ok());
+            let report = report.map_err(failed)?;
             crate::outln!(
                 "imported {} blobs and {} records from `{}`; {} already present, skipped {} corrupt, {} incomplete",
                 report.blobs_added,
@@ -92,25 +107,67 @@ pub fn run(args: &CacheArgs) -> Result<()> {
     Ok(())
 }
 
-/// A progress bar on stderr for long operations, redrawn in place.
-fn progress(done: u64, total: u64) {
-    const WIDTH: u64 = 30;
-    let filled = (done * WIDTH)
-        .checked_div(total)
-        .unwrap_or(WIDTH)
-        .min(WIDTH) as usize;
-    let bar = format!(
-        "{}{}",
-        "#".repeat(filled),
-        "-".repeat(WIDTH as usize - filled)
-    );
-    let mut err = std::io::stderr().lock();
-    let _ = write!(err, "\r[{bar}] {done}/{total}");
-    let _ = err.flush();
+/// A progress bar on stderr for long operations, redrawn in place, and
+/// only on a terminal: on a pipe or in a CI log each redraw would be
+/// another line of `\r` noise. Nothing is drawn until the operation
+/// made progress, so an error (an archive that cannot be created) is not
+/// preceded by an empty bar; a bar that was drawn is erased before one.
+struct Progress {
+    terminal: bool,
+    drawn: std::cell::Cell<bool>,
+    last: std::cell::Cell<Option<std::time::Instant>>,
 }
 
-fn finish_progress() {
-    eprintln!();
+impl Progress {
+    /// The time between redraws: fast enough to look alive.
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+    const WIDTH: u64 = 30;
+
+    fn on_stderr() -> Progress {
+        Progress {
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            drawn: std::cell::Cell::new(false),
+            last: std::cell::Cell::new(None),
+        }
+    }
+
+    fn update(&self, done: u64, total: u64) {
+        if !self.terminal || done == 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let due = self.last.get().is_none_or(|last| now - last >= Self::EVERY);
+        if !due && done < total {
+            return;
+        }
+        self.last.set(Some(now));
+        let filled = (done * Self::WIDTH)
+            .checked_div(total)
+            .unwrap_or(Self::WIDTH)
+            .min(Self::WIDTH) as usize;
+        let bar = format!(
+            "{}{}",
+            "#".repeat(filled),
+            "-".repeat(Self::WIDTH as usize - filled)
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r[{bar}] {done}/{total}");
+        let _ = err.flush();
+        self.drawn.set(true);
+    }
+
+    /// Ends the bar's line after success; erases it after an error.
+    fn finish(&self, succeeded: bool) {
+        if !self.drawn.get() {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = if succeeded {
+            writeln!(err)
+        } else {
+            write!(err, "\r\x1b[K")
+        };
+    }
 }
 
 /// `500M`, `2G`, `10K`, `1024`: bytes.

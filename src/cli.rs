@@ -26,6 +26,13 @@ pub enum Command {
     Graph(GraphArgs),
     /// Inspect and maintain the step cache.
     Cache(CacheArgs),
+    /// Print a completion script for SHELL, e.g.
+    /// `tack completions bash > ~/.local/share/bash-completion/completions/tack`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -56,13 +63,23 @@ pub enum CacheCommand {
     /// Evict least recently used entries until the cache fits SIZE
     /// (e.g. `500M`, `2G`).
     Gc {
+        /// The most the cache may hold: bytes, or with K, M, G or T
+        /// (`500M`, `2G`).
         #[arg(long, value_name = "SIZE")]
         max_size: String,
     },
     /// Write every valid entry into one archive file.
-    Export { file: PathBuf },
+    Export {
+        /// The archive to write (replaced if it exists).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Add the entries of an archive file (verified) to the cache.
-    Import { file: PathBuf },
+    Import {
+        /// An archive written by `tack cache export`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -70,7 +87,7 @@ pub struct Target {
     /// The environment: `environments/ENV.cfg`.
     #[arg(value_parser = environment_name)]
     pub env: String,
-    /// The deployment directory (default: the current directory).
+    /// The deployment directory.
     #[arg(
         short = 'C',
         long = "directory",
@@ -78,7 +95,8 @@ pub struct Target {
         default_value = "."
     )]
     pub dir: PathBuf,
-    /// Deploy the components of this host of the environment.
+    /// Only this host of the environment (default: the hosts that are
+    /// this machine, or every host with `connect_method = local`).
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
 }
@@ -97,14 +115,20 @@ pub struct LocalArgs {
     #[arg(long)]
     pub diff: bool,
     /// Run at most N nodes at once (default: the number of cores).
-    #[arg(long, short = 'j', value_name = "N")]
+    #[arg(
+        long,
+        short = 'j',
+        value_name = "N",
+        value_parser = at_least_one
+    )]
     pub jobs: Option<usize>,
     /// Share step outputs through this cache directory (default:
     /// `.tack/cache`; also `TACK_CACHE_DIR`).
     #[arg(long, value_name = "DIR", env = "TACK_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Run every step even when the cache has its outputs, and overwrite
-    /// the cache entry.
+    /// Do not restore step outputs from the cache: a step that has to run
+    /// runs, and its cache entry is written anew (an up-to-date step still
+    /// does not run; `--force` it for that).
     #[arg(long)]
     pub no_cache_read: bool,
     /// Disown every cache entry written under another salt (also
@@ -143,6 +167,9 @@ pub struct ExplainArgs {
     /// Show a unified diff of changed text files as well.
     #[arg(long)]
     pub diff: bool,
+    /// `text` (lines with reasons) or `json` (one report at the end).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -158,5 +185,15 @@ fn environment_name(name: &str) -> Result<String, String> {
         Ok(name.to_string())
     } else {
         Err("an environment name has only letters, digits, `-` and `_`".to_string())
+    }
+}
+
+/// `--jobs 0` asks for nothing to run at once; rather than guess what was
+/// meant (it used to run as `--jobs 1`), refuse it.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(error) => Err(error.to_string()),
     }
 }

@@ -185,6 +185,15 @@ const SECTION_KINDS: &str =
 impl ComponentDef {
     pub fn parse(name: &str, file: &str, text: &str) -> Result<ComponentDef, ConfigError> {
         let doc = IniDocument::parse(file, text)?;
+        // Most likely a file not yet written or saved empty by mistake: a
+        // deploy that quietly does nothing for it would look like success.
+        if doc.sections.is_empty() {
+            return Err(ConfigError::new(
+                Location::file(file),
+                "has no sections: a component needs at least one \
+                 (`[attributes]`, `[file:PATH]`, `[provide:KEY]`, ...)",
+            ));
+        }
         let dir = file
             .rsplit_once('/')
             .map_or(String::new(), |(dir, _)| dir.to_string());

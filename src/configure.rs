@@ -665,10 +665,11 @@ pub fn assemble(
     }
     for [(_, other), (_, node)] in clashing_owners(graph.nodes.iter().map(|node| ((), node))) {
         errors.push(ConfigError::new(
-            Location::file(format!("components/{}/component.cfg", node.component)),
+            node.defined_at(),
             format!(
-                "{} and {} both deploy `{}`",
+                "{} ({}) and {} both deploy `{}`",
                 other.display,
+                other.defined_at(),
                 node.display,
                 node.action.target().display()
             ),
@@ -681,13 +682,25 @@ pub fn assemble(
     }
 }
 
-/// The text of a deployment file: `None` if missing, an error if not UTF-8.
+/// The text of a deployment file: `None` if missing, an error naming the
+/// line of the first byte that is not UTF-8.
 fn read_text(db: &dyn Db, path: &str) -> Option<Result<String, ConfigError>> {
     let bytes = db.source(path).contents(db).clone()?;
-    Some(
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| ConfigError::new(Location::file(path), "is not UTF-8 text")),
-    )
+    Some(String::from_utf8(bytes.to_vec()).map_err(|error| {
+        let valid = &bytes[..error.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|byte| **byte == b'\n').count() + 1;
+        let column = valid.len()
+            - valid
+                .iter()
+                .rposition(|byte| *byte == b'\n')
+                .map_or(0, |at| at + 1)
+            + 1;
+        let byte = bytes[valid.len()];
+        ConfigError::new(
+            Location::file(path).at_line(line),
+            format!("is not UTF-8 text: byte 0x{byte:02x} at column {column}"),
+        )
+    }))
 }
 
 /// Which queries re-execute after an edit: incrementality is asserted

@@ -65,13 +65,13 @@ impl Options {
     fn forced(&self, node: &NodeSpec) -> bool {
         self.force
             .iter()
-            .any(|f| f == &node.id || f == &node.component)
+            .any(|wanted| crate::selection::selects(wanted, &node.id, &node.component))
     }
 
     fn shown(&self, node: &NodeSpec) -> bool {
         self.only
             .as_ref()
-            .is_none_or(|only| only == &node.id || only == &node.component)
+            .is_none_or(|only| crate::selection::selects(only, &node.id, &node.component))
     }
 }
 
@@ -385,7 +385,17 @@ pub fn deploy_host(
     }
     removed(graph, scope, &mut state, options, reporter, &mut nodes);
     if state.is_changed() || interrupted || !store.exists() {
-        store.save(&mut state)?;
+        store.save(&mut state).map_err(|error| {
+            let ran: Vec<String> = graph
+                .nodes
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, outcome)| matches!(outcome, Outcome::Done))
+                .map(|(node, _)| node.display.clone())
+                .collect();
+            let then = "the journal keeps what they did, and the next run records it";
+            crate::error::Error::after_nodes_ran(&graph.host, &ran, then, error)
+        })?;
     }
     crate::timings::phase("save state", phase);
     let mut report = finish(graph, untouched, reporter, nodes, false, options.started);
@@ -446,20 +456,32 @@ fn removed(
                 }
             }
         } else {
-            let left = match (&record.target, still_running(&record)) {
-                (_, Some(process)) => format!("pid {} still runs", process.pid),
-                (Some(target), None) => format!("`{}` is left in place", target.display()),
-                (None, None) => "nothing was left on disk".to_string(),
-            };
-            let verb = if options.dry_run && options.prune {
-                "Would prune"
+            // Each line says what happens now and, once, what --prune does.
+            let running = still_running(&record);
+            let line = if options.prune {
+                let what = match (&record.target, running) {
+                    (_, Some(process)) => format!("would stop pid {}", process.pid),
+                    (Some(target), None) => format!(
+                        "would remove `{}` if it is still what tack made",
+                        target.display()
+                    ),
+                    (None, None) => "would forget it (nothing on disk)".to_string(),
+                };
+                format!("Would prune {prefix}{}: {what}", record.display)
             } else {
-                "Removed"
+                let left = match (&record.target, running) {
+                    (_, Some(process)) => {
+                        format!("pid {} still runs; --prune stops it", process.pid)
+                    }
+                    (Some(target), None) => format!(
+                        "`{}` is left in place; --prune removes it",
+                        target.display()
+                    ),
+                    (None, None) => "nothing is on disk; --prune forgets it".to_string(),
+                };
+                format!("No longer configured {prefix}{}: {left}", record.display)
             };
-            reporter.line(&format!(
-                "{verb} {prefix}{}: no longer configured; {left} (--prune removes what tack left)",
-                record.display
-            ));
+            reporter.line(&line);
         }
         nodes.push(report);
     }
@@ -479,7 +501,10 @@ fn finish(
     };
     for node in &nodes {
         match node.outcome.as_str() {
-            "unchanged" | "removed" | "pruned" | "forgotten" => summary.unchanged += 1,
+            "unchanged" => summary.unchanged += 1,
+            "removed" => summary.no_longer_configured += 1,
+            "pruned" => summary.pruned += 1,
+            "forgotten" => summary.forgotten += 1,
             "failed" => summary.failed += 1,
             "skipped" => summary.skipped += 1,
             _ => summary.updated += 1,

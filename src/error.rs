@@ -113,6 +113,10 @@ pub enum Error {
     Usage(String),
     #[error("{failed} node(s) failed, {skipped} skipped")]
     NodesFailed { failed: usize, skipped: usize },
+    /// Something failed after nodes had changed the host: not the exit
+    /// code of a deploy that touched nothing, and the message says what ran.
+    #[error("{source}\nnote: {ran}")]
+    AfterNodesRan { ran: String, source: Box<Error> },
 }
 
 impl Error {
@@ -124,11 +128,29 @@ impl Error {
         }
     }
 
+    /// `source`, noting that `ran` (the displays of the nodes that ran on
+    /// `host`) changed the host before it, and `then`, what becomes of
+    /// that; `source` alone when none ran.
+    pub fn after_nodes_ran(host: &str, ran: &[String], then: &str, source: Error) -> Error {
+        if ran.is_empty() {
+            return source;
+        }
+        let ran = format!(
+            "{} node(s) ran on `{host}` before this: {}; {then}",
+            ran.len(),
+            ran.join(", ")
+        );
+        Error::AfterNodesRan {
+            ran,
+            source: Box::new(source),
+        }
+    }
+
     /// The process exit code: 1 for a deploy that ran and failed, 2 for
     /// anything that stopped tack before it touched the host.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::NodesFailed { .. } => 1,
+            Error::NodesFailed { .. } | Error::AfterNodesRan { .. } => 1,
             _ => 2,
         }
     }

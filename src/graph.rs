@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::error::Location;
 use crate::fingerprint::{Fingerprint, FingerprintBuilder};
 use crate::provenance::Inputs;
 
@@ -119,6 +120,11 @@ pub struct Bootstrap {
     pub packages: Vec<String>,
 }
 
+/// The pip every venv is upgraded to before its packages are installed
+/// (the one a python ships may be too old for them); pinned, so a venv
+/// built next month is the same build. 26.3 installs on python 3.9 and up.
+pub const BOOTSTRAP_PIP_VERSION: &str = "26.3";
+
 impl Bootstrap {
     /// What the venv's marker file says once it is built with `python`
     /// at `version`: any difference means it must be built again.
@@ -127,7 +133,7 @@ impl Bootstrap {
     /// restored from elsewhere is built again.
     pub fn marker(&self, version: &str) -> String {
         format!(
-            "python {version}\nvenv {}\n{}\n",
+            "python {version}\nvenv {}\npip=={BOOTSTRAP_PIP_VERSION}\n{}\n",
             self.venv.display(),
             self.packages.join("\n")
         )
@@ -254,6 +260,19 @@ pub fn clashing_owners<'a, T: Copy>(
         }
     }
     clashes
+}
+
+impl NodeSpec {
+    /// Where the node is configured: the section that names its path, or
+    /// else its component's file.
+    pub fn defined_at(&self) -> Location {
+        self.inputs
+            .get("path")
+            .and_then(|path| path.origin.clone())
+            .unwrap_or_else(|| {
+                Location::file(format!("components/{}/component.cfg", self.component))
+            })
+    }
 }
 
 impl HostGraph {

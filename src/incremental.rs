@@ -78,6 +78,12 @@ pub fn run(
         ));
     }
     let Some(read) = manifest::read(&options.root, &options.environment) else {
+        if !crate::state::ever_deployed(&options.root, &options.environment) {
+            return Ok(Outcome::Full(format!(
+                "`{}` was never deployed here",
+                options.environment
+            )));
+        }
         return Ok(Outcome::Full(
             "no manifest: the last deploy failed, left nodes no longer configured \
              to report, or was made by another tack build"
@@ -92,6 +98,20 @@ pub fn run(
         ));
     }
     let phase = crate::timings::phase("read manifest", started);
+    if let Some(only) = &options.only {
+        let mut nodes = manifest
+            .hosts
+            .iter()
+            .flat_map(|host| &host.components)
+            .flat_map(|placed| placed.nodes.iter().map(move |node| (placed, node)));
+        if !nodes.any(|(placed, node)| crate::selection::selects(only, &node.id, &placed.component))
+        {
+            // Perhaps a node added since; the full path knows for sure.
+            return Ok(Outcome::Full(format!(
+                "`{only}` is no node or component of the last clean deploy"
+            )));
+        }
+    }
     if any_journal(options, &manifest) {
         return Ok(Outcome::Full(
             "a deploy was interrupted: its journal is replayed".into(),

@@ -76,6 +76,7 @@ impl IniDocument {
             )
         })?;
         let positions = scan_positions(text);
+        let lines: Vec<&str> = text.lines().collect();
 
         let mut sections: Vec<IniSection> = Vec::new();
         let mut headers = positions.iter();
@@ -105,9 +106,16 @@ impl IniDocument {
                 ));
             }
             let mut entries: Vec<IniEntry> = Vec::new();
-            for (key, value) in properties.iter() {
+            for (key, parsed_value) in properties.iter() {
                 let seen = entries.iter().filter(|entry| entry.key == key).count();
-                let line = header.key_line(key, seen).unwrap_or(header.line);
+                let key_line = header.key_line(key, seen);
+                let line = key_line.unwrap_or(header.line);
+                // rust-ini drops the indentation of continuation lines; the
+                // value is taken again from the text to keep it.
+                let value = key_line.map_or_else(
+                    || parsed_value.to_string(),
+                    |line| value_as_written(&lines, line),
+                );
                 if entries.iter().any(|entry| entry.key == key) {
                     return Err(ConfigError::new(
                         Location::section(file, name, header.line).key(key, line),
@@ -116,7 +124,7 @@ impl IniDocument {
                 }
                 entries.push(IniEntry {
                     key: key.to_string(),
-                    value: value.to_string(),
+                    value,
                     line,
                 });
             }
@@ -135,10 +143,14 @@ impl IniDocument {
 
 /// Checks what rust-ini would misread: a section header must close on its
 /// own line (rust-ini reads on into the next lines looking for the `]`),
-/// and an indented line continues a value only after a key (rust-ini would
-/// take it, and the lines after it, for a key of its own).
+/// an indented line continues a value only after a key (rust-ini would
+/// take it, and the lines after it, for a key of its own), and an
+/// unindented line is a key with `=` (or `:`): rust-ini reads a line
+/// without one as the start of a key that goes on until the next `=`,
+/// swallowing the section headers in between.
 fn check_lines(file: &str, text: &str) -> Result<(), ConfigError> {
     let mut after_key = false;
+    let mut section: Option<&str> = None;
     for (index, line) in text.lines().enumerate() {
         let at = Location::file(file).at_line(index + 1);
         let trimmed = line.trim_end();
@@ -168,8 +180,21 @@ fn check_lines(file: &str, text: &str) -> Result<(), ConfigError> {
                     ),
                 ));
             }
+            section = Some(trimmed[1..trimmed.len() - 1].trim());
             after_key = false;
             continue;
+        }
+        if !trimmed.contains(['=', ':']) {
+            let in_section = Location {
+                section: section.map(str::to_string),
+                ..at
+            };
+            return Err(ConfigError::new(
+                in_section,
+                format!(
+                    "line `{trimmed}` has no `=`: write `key = value`, or indent it to continue the value above"
+                ),
+            ));
         }
         after_key = true;
     }
@@ -199,6 +224,50 @@ fn strip_inline_comments(text: &str) -> String {
         out.push_str(newline);
     }
     out
+}
+
+/// The value of the key on `line` (from 1): the text after its `=` or `:`
+/// and the indented (or blank) lines below it, with the indentation common
+/// to all of its lines removed, as Python's `textwrap.dedent` does. The
+/// first line counts as unindented when it holds text, so a value that
+/// starts beside its key keeps its continuation lines exactly as written,
+/// and one that starts on the next line loses only the indentation its
+/// lines share. Blank lines at either end are dropped.
+fn value_as_written(lines: &[&str], line: usize) -> String {
+    let key_line = lines[line - 1];
+    let first = key_line
+        .find(['=', ':'])
+        .map_or("", |at| key_line[at + 1..].trim());
+    let continuation: Vec<&str> = lines[line..]
+        .iter()
+        .take_while(|text| text.starts_with([' ', '\t']) || text.trim().is_empty())
+        .map(|text| text.trim_end())
+        .collect();
+    let indents = continuation
+        .iter()
+        .filter(|text| !text.is_empty())
+        .map(|text| &text[..text.len() - text.trim_start().len()]);
+    let common = if first.is_empty() {
+        indents.reduce(common_prefix).unwrap_or("")
+    } else {
+        ""
+    };
+    let mut value = first.to_string();
+    for text in continuation {
+        value.push('\n');
+        value.push_str(text.strip_prefix(common).unwrap_or(text));
+    }
+    value.trim_matches('\n').to_string()
+}
+
+/// The longest common prefix of two strings of whitespace.
+fn common_prefix<'a>(a: &'a str, b: &'a str) -> &'a str {
+    let shared = a
+        .char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((at, _), _)| at);
+    &a[..shared]
 }
 
 #[derive(Clone, Debug, Default)]
@@ -267,6 +336,22 @@ mod tests {
         assert_eq!(tick.get("priority").unwrap().value, "20");
         assert_eq!(tick.get("priority").unwrap().line, 6);
         assert_eq!(tick.get("command").unwrap().value, "first\nsecond");
+    }
+
+    #[test]
+    fn continuation_lines_keep_their_indentation() {
+        let doc = IniDocument::parse(
+            "c.cfg",
+            "[a]\nyaml = top:\n  a:\n      b: 1\nrun =\n    if x; then\n\n      echo\n    fi\n\nz = 1\n",
+        )
+        .unwrap();
+        let section = &doc.sections[0];
+        assert_eq!(section.get("yaml").unwrap().value, "top:\n  a:\n      b: 1");
+        assert_eq!(
+            section.get("run").unwrap().value,
+            "if x; then\n\n  echo\nfi"
+        );
+        assert_eq!(section.get("z").unwrap().value, "1");
     }
 
     #[test]

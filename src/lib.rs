@@ -30,6 +30,7 @@ pub mod prune;
 pub mod reason;
 pub mod report;
 pub mod runner;
+pub mod selection;
 pub mod state;
 pub mod status_line;
 pub mod step_cache;
@@ -95,9 +96,16 @@ fn dispatch(cli: Cli) -> Result<()> {
                 only: args.node,
                 ..options(&args.target, true, true, args.diff)?
             };
-            deploy(&args.target, &options, Format::Text)
+            deploy(&args.target, &options, args.format)
         }
         Command::Cache(args) => cache_command::run(&args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "tack", &mut script);
+            report::write_out(format_args!("{}", String::from_utf8_lossy(&script)))?;
+            Ok(())
+        }
         Command::Graph(args) => {
             let root = deployment_root(&args.target)?;
             for graph in configure_all(&root, &args.target)?.graphs {
@@ -144,7 +152,7 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
         Reporter::new(options.explain, prefix, &options.root, json)
     };
     let incremental = incremental::run(options, target.host.as_deref(), &reporter_for)?;
-    let reports = match incremental {
+    let mut reports = match incremental {
         incremental::Outcome::Done(reports) => reports,
         incremental::Outcome::Full(why) => {
             if options.explain {
@@ -154,6 +162,16 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
         }
     };
     if json {
+        // `tack explain ENV NODE` reports that node; the summary stays the
+        // host's, as in the text form.
+        if let Some(only) = &options.only {
+            for report in &mut reports {
+                report.nodes.retain(|node| {
+                    let component = node.id.split('/').next().unwrap_or_default();
+                    selection::selects(only, &node.id, component)
+                });
+            }
+        }
         let report = serde_json::json!({
             "environment": options.environment,
             "hosts": reports,
@@ -179,6 +197,13 @@ fn deploy_configured(
     let started = std::time::Instant::now();
     let before = manifest::clock();
     let configured = configure_all(&options.root, target)?;
+    let nodes = configured
+        .graphs
+        .iter()
+        .flat_map(|graph| graph.nodes.iter())
+        .map(|node| (node.id.as_str(), node.component.as_str()));
+    selection::check("--force", &options.force, nodes.clone())?;
+    selection::check("NODE", options.only.as_slice(), nodes)?;
     let started = timings::phase("configure", started);
     // Taken after configuring, so a configuration error writes nothing.
     let _lock = if options.dry_run {
@@ -192,14 +217,12 @@ fn deploy_configured(
     let mut reports = Vec::new();
     for graph in &configured.graphs {
         let reporter = reporter_for(&graph.host, several);
-        reports.push(deploy_host(
-            graph,
-            deploy::Scope::Whole {
-                prunable: &configured.prunable,
-            },
-            options,
-            &reporter,
-        )?);
+        let scope = deploy::Scope::Whole {
+            prunable: &configured.prunable,
+        };
+        let report = deploy_host(graph, scope, options, &reporter)
+            .map_err(|error| after_reports(&reports, "their state is saved", error))?;
+        reports.push(report);
     }
     let started = timings::phase("deploy", started);
     let clean = reports
@@ -215,11 +238,32 @@ fn deploy_configured(
             &reports,
         );
         if let Some(manifest) = manifest {
-            manifest.write(&options.environment)?;
+            manifest.write(&options.environment).map_err(|error| {
+                let then = "their state is saved; the next run configures every component";
+                after_reports(&reports, then, error)
+            })?;
         }
         timings::phase("manifest", started);
     }
     Ok(reports)
+}
+
+/// `error`, noting the nodes that changed a host in the runs of `reports`
+/// before it (see [`Error::after_nodes_ran`]).
+fn after_reports(reports: &[HostReport], then: &str, error: Error) -> Error {
+    if matches!(error, Error::AfterNodesRan { .. }) {
+        return error;
+    }
+    let hosts: Vec<&str> = reports.iter().map(|report| report.host.as_str()).collect();
+    let ran: Vec<String> = reports
+        .iter()
+        .flat_map(|report| &report.nodes)
+        .filter(|node| {
+            !["unchanged", "removed", "failed", "skipped"].contains(&node.outcome.as_str())
+        })
+        .map(|node| node.display.clone())
+        .collect();
+    Error::after_nodes_ran(&hosts.join("`, `"), &ran, then, error)
 }
 
 /// Configures the whole environment (every host, so provide/require
@@ -289,7 +333,7 @@ fn shared_targets(graphs: &[Arc<HostGraph>]) -> Vec<ConfigError> {
         .filter(|[(host, _), (other_host, _)]| host != other_host)
         .map(|[(host, other), (other_host, node)]| {
             ConfigError::new(
-                error::Location::file(format!("components/{}/component.cfg", node.component)),
+                node.defined_at(),
                 format!(
                     "{} on host `{host}` and {} on host `{other_host}` both deploy `{}`: \
                      connect_method = local deploys every host to this machine",

@@ -9,6 +9,7 @@
 use crate::graph::{Action, NodeSpec};
 use crate::observe::{observe, Observation};
 use crate::process::Process;
+use crate::provenance::same_values;
 use crate::reason::{input_changes, Reason};
 use crate::state::{NodeRecord, Observed};
 
@@ -47,6 +48,12 @@ impl Decision {
 
 pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Decision {
     let output = node.output;
+    // A record whose inputs tell an older story than the node's (the same
+    // key, reached through other values: a template's source reformatted
+    // without changing what it renders) is brought up to date, so that a
+    // later explanation compares with what was last applied, not with
+    // what was applied before that.
+    let same_story = |record: &NodeRecord| same_values(&record.inputs, &node.inputs);
     let unchanged_output = record.filter(|r| r.finished && r.output == output);
     let trusted = crate::confined::trusted_base(node.confined_to.as_deref());
     let observation = observe(&node.action, unchanged_output, trusted);
@@ -81,7 +88,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
     match observation {
         Observation::Running(process) => match running(process) {
             Some(process) if reasons.is_empty() => {
-                let same = record.is_some_and(|r| r.process == Some(process));
+                let same = record.is_some_and(|r| r.process == Some(process) && same_story(r));
                 Decision {
                     verdict: if same {
                         Verdict::Fresh
@@ -146,7 +153,11 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 reasons.push(Reason::OutputUnchanged);
             }
             let same_record = record.is_some_and(|r| {
-                r.finished && r.key == node.key && r.output == output && r.observed == observed
+                r.finished
+                    && r.key == node.key
+                    && r.output == output
+                    && r.observed == observed
+                    && same_story(r)
             });
             let verdict = if same_record {
                 Verdict::Fresh

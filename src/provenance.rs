@@ -134,6 +134,20 @@ pub fn mask(value: &str) -> String {
 /// The named inputs of one node, in a stable order.
 pub type Inputs = BTreeMap<String, Input>;
 
+/// Whether `a` and `b` hold the same values, down through every value
+/// they came from (`via`), places aside. The key hashes only the top
+/// values, so two input sets with one key can still tell different stories
+/// of how those values came about.
+pub fn same_values(a: &Inputs, b: &Inputs) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((name_a, a), (name_b, b))| {
+            name_a == name_b
+                && a.value == b.value
+                && a.sensitive == b.sensitive
+                && same_values(&a.via, &b.via)
+        })
+}
+
 /// Inputs of plain values with no place in a file behind them.
 pub fn plain_inputs(pairs: &[(&str, &str)]) -> Inputs {
     pairs

@@ -107,24 +107,104 @@ fn line(out: &mut String, indent: &str, text: &str) {
     let _ = writeln!(out, "{indent}{text}");
 }
 
-fn show(input: Option<&Input>) -> String {
-    match input {
-        None => "(none)".to_string(),
-        Some(input) => quote(&input.value),
-    }
+/// Values longer than this are elided around the part that changed.
+const SHORT: usize = 60;
+/// How much unchanged text is kept on each side of a change.
+const CONTEXT: usize = 16;
+/// How many lines of a multi-line value's diff are shown.
+const DIFF_LINES: usize = 8;
+
+/// An absent value.
+const NONE: &str = "(none)";
+
+/// The old and new value side by side, on one line: short values as they
+/// are, long ones cut to the part that differs with a little context.
+fn contrast(old: Option<&Input>, new: Option<&Input>) -> String {
+    let (Some(old), Some(new)) = (old, new) else {
+        let head =
+            |input: Option<&Input>| input.map_or(NONE.to_string(), |i| elide(&i.value, 0, 0));
+        return format!("{} -> {}", head(old), head(new));
+    };
+    let (old, new) = (&old.value, &new.value);
+    let old_chars: Vec<char> = old.chars().collect();
+    let new_chars: Vec<char> = new.chars().collect();
+    let prefix = old_chars
+        .iter()
+        .zip(&new_chars)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let room = old_chars.len().min(new_chars.len()) - prefix;
+    let suffix = old_chars
+        .iter()
+        .rev()
+        .zip(new_chars.iter().rev())
+        .take(room)
+        .take_while(|(a, b)| a == b)
+        .count();
+    format!(
+        "{} -> {}",
+        elide(old, prefix, suffix),
+        elide(new, prefix, suffix)
+    )
 }
 
-/// Short values as they are; long or multi-line ones elided.
-fn quote(value: &str) -> String {
-    let first = value.lines().next().unwrap_or_default();
-    if value.contains('\n') || first.chars().count() > 60 {
-        let cut: String = first.chars().take(40).collect();
-        format!("{cut}…")
-    } else if value.is_empty() {
-        "\"\"".to_string()
-    } else {
-        value.to_string()
+/// `value` on one line: as it is when short, else the part between its
+/// first `prefix` and last `suffix` characters (the part that changed)
+/// with [`CONTEXT`] characters around it, `…` where text was cut.
+fn elide(value: &str, prefix: usize, suffix: usize) -> String {
+    if value.is_empty() {
+        return "\"\"".to_string();
     }
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() <= SHORT && !value.contains('\n') {
+        return value.to_string();
+    }
+    let start = prefix.saturating_sub(CONTEXT);
+    let changed_end = chars.len() - suffix;
+    let end = (changed_end + CONTEXT)
+        .min(chars.len())
+        .min(start.max(prefix) + SHORT);
+    let end = end.max((start + CONTEXT).min(chars.len()));
+    let middle: String = chars[start..end].iter().collect();
+    let middle = middle.replace('\n', "⏎");
+    format!(
+        "{}{middle}{}",
+        if start > 0 { "…" } else { "" },
+        if end < chars.len() { "…" } else { "" }
+    )
+}
+
+/// A small line diff of two multi-line values, each line starting with
+/// `indent`; `None` unless one of them has several lines.
+fn line_diff(indent: &str, old: Option<&Input>, new: Option<&Input>) -> Option<String> {
+    let (old, new) = (old?.value.as_str(), new?.value.as_str());
+    if !old.contains('\n') && !new.contains('\n') {
+        return None;
+    }
+    let diff = similar::TextDiff::from_lines(old, new);
+    let mut lines = Vec::new();
+    for group in diff.grouped_ops(1) {
+        if !lines.is_empty() {
+            lines.push(format!("{indent}  …"));
+        }
+        for op in group {
+            for change in diff.iter_changes(&op) {
+                let sign = match change.tag() {
+                    similar::ChangeTag::Delete => '-',
+                    similar::ChangeTag::Insert => '+',
+                    similar::ChangeTag::Equal => ' ',
+                };
+                let text = change.value().trim_end_matches('\n');
+                lines.push(format!("{indent}{sign} {text}"));
+            }
+        }
+    }
+    let more = lines.len().saturating_sub(DIFF_LINES);
+    lines.truncate(DIFF_LINES);
+    if more > 0 {
+        lines.push(format!("{indent}  … {more} more diff lines"));
+    }
+    Some(lines.iter().map(|line| format!("{line}\n")).collect())
 }
 
 fn render_change(
@@ -157,11 +237,13 @@ fn render_change(
         },
         _ => what,
     };
-    line(
-        out,
-        indent,
-        &format!("{label}: {} -> {}", show(old), show(new)),
-    );
+    match line_diff(&format!("{indent}    "), old, new) {
+        Some(diff) => {
+            line(out, indent, &format!("{label}:"));
+            out.push_str(&diff);
+        }
+        None => line(out, indent, &format!("{label}: {}", contrast(old, new))),
+    }
     if let (Some(old), Some(new)) = (old, new) {
         render_via(out, indent, old, new);
     }
@@ -212,6 +294,38 @@ mod tests {
         assert_eq!(
             reason.render("    "),
             "    components/db/component.cfg:5 [provide:database] port (provided as `database`): 5432 -> 5433\n      because components/db/component.cfg:2 [attributes] port (template variable `port`): 5432 -> 5433\n"
+        );
+    }
+
+    #[test]
+    fn a_long_value_is_elided_around_the_change() {
+        let dsn = |db: &str| {
+            Input::plain(format!(
+                "postgres://user@db.internal.example.com:5432/{db}?sslmode=require"
+            ))
+        };
+        assert_eq!(
+            contrast(Some(&dsn("app_production")), Some(&dsn("app_staging"))),
+            "…le.com:5432/app_production?sslmode=require -> …le.com:5432/app_staging?sslmode=require"
+        );
+        assert_eq!(
+            contrast(None, Some(&Input::plain("short"))),
+            "(none) -> short"
+        );
+    }
+
+    #[test]
+    fn a_multi_line_value_shows_a_small_diff() {
+        let old = Input::plain("one\ntwo\nthree\nfour\nfive");
+        let new = Input::plain("one\ntwo\nTHREE\nfour\nfive");
+        let reason = Reason::InputChanged {
+            name: "run".into(),
+            old: Some(Box::new(old)),
+            new: Some(Box::new(new)),
+        };
+        assert_eq!(
+            reason.render(""),
+            "run:\n      two\n    - three\n    + THREE\n      four\n"
         );
     }
 

@@ -146,19 +146,40 @@ pub struct Summary {
     pub unchanged: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Deployed once, configured no more, and left in place.
+    pub no_longer_configured: usize,
+    /// Deployed once, configured no more, and removed by `--prune`.
+    pub pruned: usize,
+    /// Deployed once, configured no more, and dropped from the state by
+    /// `--prune` without touching the host (see `prune`).
+    pub forgotten: usize,
 }
 
 impl Summary {
     pub fn line(&self, host: &str, dry_run: bool, elapsed: Duration) -> String {
         let seconds = elapsed.as_secs_f64();
+        // Counted only when there are any: most runs have none.
+        let mut gone = String::new();
+        if self.pruned > 0 {
+            gone.push_str(&format!(", {} pruned", self.pruned));
+        }
+        if self.forgotten > 0 {
+            gone.push_str(&format!(", {} forgotten", self.forgotten));
+        }
+        if self.no_longer_configured > 0 {
+            gone.push_str(&format!(
+                ", {} no longer configured",
+                self.no_longer_configured
+            ));
+        }
         if dry_run {
             format!(
-                "{host}: {} would update, {} unchanged (dry run: nothing changed) in {seconds:.3}s",
+                "{host}: {} would update, {} unchanged{gone} (dry run: nothing changed) in {seconds:.3}s",
                 self.updated, self.unchanged
             )
         } else {
             format!(
-                "{host}: {} updated, {} unchanged, {} failed, {} skipped in {seconds:.3}s",
+                "{host}: {} updated, {} unchanged, {} failed, {} skipped{gone} in {seconds:.3}s",
                 self.updated, self.unchanged, self.failed, self.skipped
             )
         }

@@ -192,9 +192,19 @@ struct JournalEntry {
     record: NodeRecord,
 }
 
+/// Whether `environment` was ever deployed from `root`: a deploy that
+/// ran anything left its state directory.
+pub fn ever_deployed(root: &Path, environment: &str) -> bool {
+    environment_dir(root, environment).exists()
+}
+
+fn environment_dir(root: &Path, environment: &str) -> PathBuf {
+    root.join(".tack").join("state").join(environment)
+}
+
 impl StateStore {
     pub fn new(root: &Path, environment: &str, host: &str) -> StateStore {
-        let dir = root.join(".tack").join("state").join(environment);
+        let dir = environment_dir(root, environment);
         StateStore {
             root: root.to_path_buf(),
             dir: dir.join(host),

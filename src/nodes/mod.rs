@@ -28,6 +28,9 @@ const BUILDOUT_VERSION: &str = "6.0.1";
 /// zc.buildout 6 needs a recent setuptools; pinned so a rebuild is the
 /// same build.
 const SETUPTOOLS_VERSION: &str = "80.9.0";
+/// Installed beside zc.buildout so it can build eggs from sdists; pinned
+/// for the same reason.
+const WHEEL_VERSION: &str = "0.48.0";
 const SUPERVISOR_VERSION: &str = "4.3.0";
 const COMMAND_TIMEOUT_SECS: u64 = 3600;
 const SERVICE_TIMEOUT_SECS: u64 = 60;
@@ -213,7 +216,7 @@ impl NodeBuilder<'_> {
                     packages: vec![
                         format!("zc.buildout=={version}"),
                         format!("setuptools=={setuptools}"),
-                        "wheel".to_string(),
+                        format!("wheel=={WHEEL_VERSION}"),
                     ],
                 };
                 (

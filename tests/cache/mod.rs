@@ -155,6 +155,58 @@ fn two_deploys_share_one_cache_at_the_same_time() {
     assert!(stats.stdout.contains("1 action records"), "{stats}");
 }
 
+/// `tack cache export` and `import` draw their progress bar only on a
+/// terminal: piped, stderr stays empty on success and holds only the
+/// error on failure, with no bar before it.
+#[test]
+fn export_and_import_draw_no_progress_on_a_pipe() {
+    let shared = tempfile::tempdir().unwrap();
+    let cache = shared.path().join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let d = expensive(&shared.path().join("counter"));
+    d.tack(&["local", "dev", "--cache-dir", cache_arg])
+        .success();
+
+    let archive = shared.path().join("cache.tar");
+    let archive_arg = archive.to_str().unwrap();
+    let out = d
+        .tack(&["cache", "--cache-dir", cache_arg, "export", archive_arg])
+        .success();
+    assert_eq!(out.stderr, "", "{out}");
+    assert!(out.stdout.starts_with("exported "), "{out}");
+
+    let fresh = shared.path().join("fresh");
+    let out = d
+        .tack(&[
+            "cache",
+            "--cache-dir",
+            fresh.to_str().unwrap(),
+            "import",
+            archive_arg,
+        ])
+        .success();
+    assert_eq!(out.stderr, "", "{out}");
+
+    let nowhere = shared.path().join("missing/dir/cache.tar");
+    let out = d.tack(&[
+        "cache",
+        "--cache-dir",
+        cache_arg,
+        "export",
+        nowhere.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{out}");
+    assert_eq!(
+        out.stderr,
+        format!(
+            "error: cannot write `{}`: `{}` is not a directory\n",
+            nowhere.display(),
+            nowhere.parent().unwrap().display()
+        ),
+        "{out}"
+    );
+}
+
 /// A migration step that appends its schema to a database the application
 /// then writes to; `extra` is added to the `[command]` section.
 fn migrating(extra: &[&str]) -> Deployment {

@@ -712,3 +712,268 @@ fn a_single_required_value_is_a_map() {
         "{output}"
     );
 }
+
+/// Inline content keeps the indentation of its continuation lines: all of
+/// it when the value starts beside its key, all but the indentation its
+/// lines share when it starts on the next line (README "The files").
+#[test]
+fn inline_content_keeps_its_indentation() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            "
+            [file:beside.yaml]
+            content = top:
+              a:
+                  b: 1
+
+            [file:below.sh]
+            content =
+                if true; then
+                    echo yes
+                fi
+            ",
+        );
+    d.tack(&["local", "dev"]).success();
+    assert_eq!(d.read("work/app/beside.yaml"), "top:\n  a:\n      b: 1\n");
+    assert_eq!(
+        d.read("work/app/below.sh"),
+        "if true; then\n    echo yes\nfi\n"
+    );
+}
+
+/// An I/O error after nodes changed the host is not "stopped before
+/// touching the host" (exit 2): it exits 1 and names the nodes that ran,
+/// and the next run records them from the journal without running them.
+#[test]
+fn an_io_error_after_nodes_ran_exits_1_and_says_what_ran() {
+    let state = "../../.tack/state/dev/localhost/app.json";
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            &format!(
+                "[file:a.txt]\ncontent = a\n\n[command:break]\nrun = rm -f {state} && mkdir -p {state}/x\n"
+            ),
+        );
+    let out = d.tack(&["local", "dev"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("app.json`: Is a directory"), "{out}");
+    assert!(
+        out.stderr.contains(
+            "note: 2 node(s) ran on `localhost` before this: App > File(a.txt), App > Command(break); \
+             the journal keeps what they did, and the next run records it"
+        ),
+        "{out}"
+    );
+
+    std::fs::remove_dir_all(d.path(".tack/state/dev/localhost/app.json")).unwrap();
+    let again = d.tack(&["local", "dev"]).success();
+    assert_eq!(again.updated(), set(&[]), "{again}");
+}
+
+/// Explain compares with the last applied state: a source change applied
+/// a deploy ago (reformatted, same output, so the command did not rerun)
+/// is not a reason again when a later attribute change reruns the command.
+#[test]
+fn explain_shows_only_what_differs_from_the_last_applied_state() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = a\n")
+        .component(
+            "a",
+            "[attributes]\nx = 1\ny = 2\n\n[file:f.txt]\n\n[command:c]\nrun = cat f.txt > out.txt\n",
+        )
+        .source("a", "f.txt", "x={{ x }} y={{ y }}\n");
+    d.tack(&["local", "dev"]).success();
+    d.replace("components/a/f.txt", "{{ x }}", "{{x}}");
+    d.tack(&["local", "dev"]).success();
+    d.replace("components/a/component.cfg", "y = 2", "y = 3");
+    let out = d.tack(&["explain", "dev"]).success();
+    assert_eq!(
+        out.block("Would update A > Command(c)"),
+        "Would update A > Command(c)\n    A > File(f.txt) changed\n      because components/a/component.cfg:3 [attributes] y (template variable `y`): 2 -> 3\n",
+        "{out}"
+    );
+    assert!(!out.stdout.contains("source"), "{out}");
+}
+
+/// A long value is shown around the part that changed, not cut from the
+/// end; a multi-line value as a small diff of its lines.
+#[test]
+fn explain_elides_around_the_change_and_diffs_lines() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = a\n")
+        .component(
+            "a",
+            "
+            [attributes]
+            dsn = postgres://user@db.internal.example.com:5432/app_production?sslmode=require
+
+            [file:app.ini]
+            content = dsn = {{ dsn }}
+
+            [command:c]
+            run =
+                echo one
+                echo two
+                echo three
+                echo four
+            ",
+        );
+    d.tack(&["local", "dev"]).success();
+    d.replace(
+        "components/a/component.cfg",
+        "app_production",
+        "app_staging",
+    );
+    d.replace("components/a/component.cfg", "echo three", "echo THREE");
+    let out = d.tack(&["explain", "dev"]).success();
+    assert_eq!(
+        out.block("Would update A > File(app.ini)"),
+        "Would update A > File(app.ini)
+    components/a/component.cfg:2 [attributes] dsn (template variable `dsn`): \
+…le.com:5432/app_production?sslmode=require -> …le.com:5432/app_staging?sslmode=require
+",
+        "{out}"
+    );
+    assert!(
+        out.block("Would update A > Command(c)").ends_with(
+            "    components/a/component.cfg:8 [command:c] run:
+          echo two
+        - echo three
+        + echo THREE
+          echo four
+"
+        ),
+        "{out}"
+    );
+}
+
+/// `tack explain --format json` prints one report with the reasons, and
+/// with NODE only that node's.
+#[test]
+fn explain_prints_json() {
+    let d = deployed();
+    d.replace("components/app/component.cfg", "Welcome", "Hello");
+    let out = d.tack(&["explain", "dev", "--format", "json"]).success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON report");
+    assert_eq!(report["environment"], "dev", "{out}");
+    let nodes = report["hosts"][0]["nodes"].as_array().unwrap();
+    let motd = nodes
+        .iter()
+        .find(|node| node["id"] == "app/file:motd")
+        .expect("the motd node");
+    assert_eq!(motd["outcome"], "would update", "{out}");
+    assert_eq!(motd["reasons"][0]["reason"], "input_changed", "{out}");
+
+    let out = d
+        .tack(&["explain", "dev", "app/file:motd", "--format", "json"])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON report");
+    let ids: Vec<&str> = report["hosts"][0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["app/file:motd"], "{out}");
+}
+
+/// Every argument's `--help` says what it is, once, in the words of the
+/// command it belongs to.
+#[test]
+fn help_texts_say_what_each_argument_does() {
+    let d = Deployment::new();
+    let help = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.push("--help");
+        d.tack(&args).success().stdout
+    };
+    let gc = help(&["cache", "gc"]);
+    assert!(
+        gc.contains("--max-size <SIZE>  The most the cache may hold"),
+        "{gc}"
+    );
+    let export = help(&["cache", "export"]);
+    assert!(export.contains("<FILE>  The archive to write"), "{export}");
+    let import = help(&["cache", "import"]);
+    assert!(
+        import.contains("<FILE>  An archive written by `tack cache export`"),
+        "{import}"
+    );
+    for command in ["explain", "graph"] {
+        let text = help(&[command]);
+        assert!(text.contains("--host <HOST>      Only this host"), "{text}");
+        assert!(!text.contains("Deploy"), "{text}");
+    }
+    let local = help(&["local"]);
+    assert!(
+        local.contains("-C, --directory <DIR>         The deployment directory [default: .]\n"),
+        "{local}"
+    );
+    assert!(
+        local.contains("--no-cache-read           Do not restore step outputs from the cache"),
+        "{local}"
+    );
+}
+
+/// `tack completions SHELL` prints a completion script; the bash one,
+/// sourced, completes `tack lo` to `local`.
+#[test]
+fn completions_print_a_script_that_completes() {
+    let d = Deployment::new();
+    let bash = d.tack(&["completions", "bash"]).success().stdout;
+    let script = d.path("tack.bash");
+    fs::write(&script, &bash).unwrap();
+    let completed = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(tack lo); COMP_CWORD=1; _tack tack lo tack; echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .expect("run bash");
+    assert_eq!(String::from_utf8_lossy(&completed.stdout), "local\n");
+    let zsh = d.tack(&["completions", "zsh"]).success().stdout;
+    assert!(zsh.starts_with("#compdef tack\n"), "{zsh}");
+    let fish = d.tack(&["completions", "fish"]).success().stdout;
+    assert!(fish.contains("complete -c tack"), "{fish}");
+}
+
+/// The README's install step: `cargo install --path .` puts a `tack` on
+/// the PATH of whoever runs it (here into a temp root, from the build
+/// this test suite already made: `--locked` and the dev profile find it
+/// fresh, so nothing is rebuilt under the other tests' feet).
+#[test]
+fn cargo_install_installs_tack() {
+    let root = tempfile::tempdir().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let installed = std::process::Command::new(cargo)
+        .args([
+            "install",
+            "--path",
+            ".",
+            "--debug",
+            "--locked",
+            "--offline",
+            "--root",
+        ])
+        .arg(root.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo install");
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let version = std::process::Command::new(root.path().join("bin/tack"))
+        .arg("--version")
+        .output()
+        .expect("run the installed tack");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("tack {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -413,3 +413,135 @@ fn one_path_deployed_by_two_hosts_of_this_machine() {
         ],
     );
 }
+
+/// A line without `=` is an error at its own line; before, rust-ini read it
+/// as the start of a key running on to the next `=`, and the section after
+/// it vanished without a word.
+#[test]
+fn a_line_without_equals_names_its_own_line() {
+    let d = app("
+        [attributes]
+        x = 1
+        this line has no equals sign
+
+        [file:f.txt]
+        content = {{ x }}
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &[
+            "components/app/component.cfg:3 [attributes]: line `this line has no equals sign` has no `=`",
+        ],
+    );
+    let d = app("[file:f.txt]\ncontent = x\n").env(
+        "dev",
+        "
+        [hosts]
+        localhost = app
+        connect_method local
+
+        [settings]
+        ",
+    );
+    refused(
+        &d,
+        &["local", "dev"],
+        &["environments/dev.cfg:3 [hosts]: line `connect_method local` has no `=`"],
+    );
+}
+
+/// `--force` and `tack explain ENV NODE` with a name that matches no node
+/// id or component are refused with the close matches, before and after a
+/// deploy (the no-op path must not explain nothing and exit 0).
+#[test]
+fn a_node_name_that_matches_nothing_lists_close_matches() {
+    let d = app("[file:tick.sh]\ncontent = tick\n");
+    let hint = "did you mean `app/file:tick.sh`?";
+    refused(
+        &d,
+        &["local", "dev", "--force", "app/file:tikc.sh"],
+        &[
+            "--force `app/file:tikc.sh` matches no node id or component",
+            hint,
+        ],
+    );
+    refused(
+        &d,
+        &["explain", "dev", "app/file:tick"],
+        &["NODE `app/file:tick` matches no node id or component", hint],
+    );
+    d.tack(&["local", "dev"]).success();
+    let before = d.snapshot();
+    for args in [
+        &["local", "dev", "--force", "nope"][..],
+        &["explain", "dev", "nope"][..],
+    ] {
+        let out = d.tack(args);
+        assert_eq!(out.code, 2, "{out}");
+        assert!(
+            out.stderr
+                .contains("`nope` matches no node id or component (components: app)"),
+            "{out}"
+        );
+        assert_eq!(before.changed(&d.snapshot()), set(&[]), "{out}");
+    }
+}
+
+/// A byte that is not UTF-8 is named by its line and column.
+#[test]
+fn a_byte_that_is_not_utf8_names_its_line() {
+    let d = app("[file:a]\ncontent = a\n");
+    std::fs::write(
+        d.path("components/app/component.cfg"),
+        b"[file:a]\ncontent = caf\xe9\n",
+    )
+    .unwrap();
+    refused(
+        &d,
+        &["local", "dev"],
+        &["components/app/component.cfg:2: is not UTF-8 text: byte 0xe9 at column 14"],
+    );
+}
+
+/// Two sections deploying one path: the error points at the second and
+/// names the first, each with its line.
+#[test]
+fn a_path_deployed_twice_names_both_lines() {
+    let d = app("
+        [file:app.conf]
+        content = a
+
+        [file:./app.conf]
+        content = b
+        ");
+    refused(
+        &d,
+        &["local", "dev"],
+        &["components/app/component.cfg:4 [file:./app.conf]: \
+           App > File(app.conf) (components/app/component.cfg:1 [file:app.conf]) \
+           and App > File(./app.conf) both deploy"],
+    );
+}
+
+/// An empty component.cfg is most likely a file not written yet: deploying
+/// nothing for it and exiting 0 would look like success.
+#[test]
+fn an_empty_component_is_refused() {
+    let d = app("; nothing here yet\n");
+    refused(
+        &d,
+        &["local", "dev"],
+        &["components/app/component.cfg: has no sections"],
+    );
+}
+
+#[test]
+fn jobs_zero_is_refused() {
+    let d = app("[file:a]\ncontent = a\n");
+    refused(
+        &d,
+        &["local", "dev", "--jobs", "0"],
+        &["'--jobs <N>': must be at least 1"],
+    );
+}

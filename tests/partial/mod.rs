@@ -197,7 +197,7 @@ fn a_changed_host_list_takes_the_full_path() {
     );
     assert!(
         out.stdout
-            .contains("Removed Tools > File(motd): no longer configured"),
+            .contains("No longer configured Tools > File(motd): "),
         "{out}"
     );
 }
@@ -261,4 +261,18 @@ fn a_change_to_a_component_on_a_host_not_deployed_takes_the_full_path() {
         "{out}"
     );
     assert_eq!(d.read("work/app/app.conf"), "postgresql://back:6000/app\n");
+}
+
+/// A directory never deployed says so, not that the last deploy failed.
+#[test]
+fn a_directory_never_deployed_says_so() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component("app", "[file:a]\ncontent = a\n");
+    let out = d.tack(&["explain", "dev"]).success();
+    assert!(
+        out.stdout
+            .starts_with("Configuring every component: `dev` was never deployed here\n"),
+        "{out}"
+    );
 }

@@ -66,20 +66,41 @@ fn a_removed_resource_is_reported_and_pruned_only_when_asked() {
 
     let output = deployment.tack(&["local", "dev"]).success();
     assert!(
+        output.stdout.contains(&format!(
+            "No longer configured App > File(notes.txt): `{}` is left in place; --prune removes it\n",
+            deployment.path("work/app/notes.txt").display()
+        )),
+        "{output}"
+    );
+    assert!(
         output
             .stdout
-            .contains("Removed App > File(notes.txt): no longer configured"),
-        "{output}"
+            .contains(", 0 skipped, 1 no longer configured in "),
+        "counted as no longer configured, not unchanged\n{output}"
     );
     assert!(
         deployment.exists("work/app/notes.txt"),
         "a plain deploy removes nothing"
     );
 
+    let output = deployment
+        .tack(&["local", "dev", "--prune", "--dry-run"])
+        .success();
+    assert!(
+        output.stdout.contains(&format!(
+            "Would prune App > File(notes.txt): would remove `{}` if it is still what tack made\n",
+            deployment.path("work/app/notes.txt").display()
+        )),
+        "{output}"
+    );
     let output = deployment.tack(&["local", "dev", "--prune"]).success();
     assert!(
         output.stdout.contains("Pruned App > File(notes.txt)"),
         "{output}"
+    );
+    assert!(
+        output.stdout.contains(", 0 skipped, 1 pruned in "),
+        "counted as pruned, not unchanged\n{output}"
     );
     assert!(!deployment.exists("work/app/notes.txt"));
     let output = deployment.tack(&["local", "dev"]).success();

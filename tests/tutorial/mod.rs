@@ -416,6 +416,38 @@ fn supervisor_runs_tick_and_is_reloaded_only_when_something_it_runs_changed() {
     let tick = t.wait_for_tick(None);
     t.wait_for_a_tick();
     assert_eq!(t.loaded_priority(), "10:10");
+    // Every package of the bootstrap is pinned: a rebuild next month is
+    // the same build.
+    let venv_python = t.d.path("work/supervisor/.venv/bin/python");
+    let listed = Command::new(&venv_python)
+        .args([
+            "-m",
+            "pip",
+            "list",
+            "--format=freeze",
+            "--disable-pip-version-check",
+        ])
+        .output()
+        .expect("run the bootstrap venv's pip");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for pin in [
+        "pip==26.3",
+        "wheel==0.48.0",
+        "setuptools==80.9.0",
+        "zc.buildout==6.0.1",
+    ] {
+        assert!(
+            listed.lines().any(|line| line == pin),
+            "no `{pin}` in\n{listed}"
+        );
+    }
+    let marker = t.d.read("work/supervisor/.venv/.tack-bootstrap");
+    for pin in ["pip==26.3", "wheel==0.48.0"] {
+        assert!(
+            marker.lines().any(|line| line == pin),
+            "no `{pin}` in\n{marker}"
+        );
+    }
 
     // 2. Deploying again changes nothing and restarts nothing.
     let out = t.deploy();
