@@ -56,7 +56,11 @@ fn chown_tree(path: &Path) {
 fn root_only() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("precious"), "root's\n").unwrap();
-    fs::set_permissions(dir.path().join("precious"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        dir.path().join("precious"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
     dir
 }
@@ -114,7 +118,10 @@ fn a_component_work_dir_swapped_for_a_symlink_is_not_written_through() {
     // nobody: `mv app app.old; ln -s /root-only-dir app`.
     let status = Command::new("sh")
         .arg("-c")
-        .arg(format!("mv app app.old && ln -s {} app", outside.path().display()))
+        .arg(format!(
+            "mv app app.old && ln -s {} app",
+            outside.path().display()
+        ))
         .current_dir(d.path("work"))
         .uid(NOBODY)
         .gid(NOGROUP)
@@ -222,7 +229,10 @@ fn a_restore_never_deletes_through_a_planted_symlink() {
     fs::write(outside.path().join("out/precious.txt"), "keep\n").unwrap();
     let status = Command::new("sh")
         .arg("-c")
-        .arg(format!("rm -rf build && ln -s {} build", outside.path().display()))
+        .arg(format!(
+            "rm -rf build && ln -s {} build",
+            outside.path().display()
+        ))
         .current_dir(d.path("work/app"))
         .uid(NOBODY)
         .gid(NOGROUP)
@@ -247,7 +257,10 @@ fn a_forged_record_never_makes_prune_delete_outside_the_work_dir() {
     }
     let d = Deployment::new()
         .env("dev", "[hosts]\nlocalhost = app\n")
-        .component("app", "[file:a.txt]\ncontent = a\n\n[file:b.txt]\ncontent = b\n");
+        .component(
+            "app",
+            "[file:a.txt]\ncontent = a\n\n[file:b.txt]\ncontent = b\n",
+        );
     d.tack(&["local", "dev"]).success();
     let outside = root_only();
     let precious = outside.path().join("precious");
@@ -261,7 +274,10 @@ fn a_forged_record_never_makes_prune_delete_outside_the_work_dir() {
     let hash = blake3::hash(b"root's\n").to_hex().to_string();
     record["observed"]["hash"] = serde_json::json!(hash);
     fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
-    d.write("components/app/component.cfg", "[file:a.txt]\ncontent = a\n");
+    d.write(
+        "components/app/component.cfg",
+        "[file:a.txt]\ncontent = a\n",
+    );
     let output = d.tack(&["local", "dev", "--prune"]);
     assert!(untouched(outside.path()), "{output}");
     assert!(output.stdout.contains("outside the work dir"), "{output}");
@@ -274,7 +290,10 @@ fn diff_and_dry_run_never_read_through_a_link_nor_forever() {
     }
     let d = Deployment::new()
         .env("dev", "[hosts]\nlocalhost = app\n")
-        .component("app", "[file:app.ini]\ncontent = port = 8080\n\n[file:zero.bin]\ncontent = z\n");
+        .component(
+            "app",
+            "[file:app.ini]\ncontent = port = 8080\n\n[file:zero.bin]\ncontent = z\n",
+        );
     d.tack(&["local", "dev"]).success();
     owned_by_nobody(&d);
     let outside = root_only();
@@ -307,7 +326,10 @@ fn diff_and_dry_run_never_read_through_a_link_nor_forever() {
     let output = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
-    assert!(!text.contains("root's"), "a root-only file was shown:\n{text}");
+    assert!(
+        !text.contains("root's"),
+        "a root-only file was shown:\n{text}"
+    );
 
     // A source that climbs out of the deployment is refused.
     let d = Deployment::new()
@@ -334,12 +356,22 @@ fn odd_names_modes_links_and_fifos_are_refused_or_harmless() {
     // umask 000: tack's own directories and files are private anyway.
     let output = Command::new("sh")
         .arg("-c")
-        .arg(format!("umask 000 && exec {} local dev", env!("CARGO_BIN_EXE_tack")))
+        .arg(format!(
+            "umask 000 && exec {} local dev",
+            env!("CARGO_BIN_EXE_tack")
+        ))
         .current_dir(d.root())
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-    for dir in [".tack", ".tack/state", ".tack/state/dev", ".tack/state/dev/localhost", ".tack/cache", ".tack/cache/v1/blobs"] {
+    for dir in [
+        ".tack",
+        ".tack/state",
+        ".tack/state/dev",
+        ".tack/state/dev/localhost",
+        ".tack/cache",
+        ".tack/cache/v1/blobs",
+    ] {
         assert_eq!(d.mode(dir) & 0o777, 0o700, "{dir}");
     }
     for file in [".tack/lock", ".tack/state/dev/localhost/app.json"] {
