@@ -31,6 +31,7 @@ pub mod report;
 pub mod runner;
 pub mod state;
 pub mod step_cache;
+pub mod supervisor_rpc;
 pub mod template;
 pub mod timings;
 

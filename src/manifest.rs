@@ -118,6 +118,8 @@ pub enum Check {
     /// Every output exists, and the python it was built with is current.
     Outputs(Vec<PathBuf>, Option<(String, String)>),
     Service(PathBuf, Process),
+    /// supervisord at this address runs this program as this process.
+    Program(String, String, Process),
     /// Nothing to look at.
     Nothing,
     /// A record that cannot be checked cheaply: the full decision is taken.
@@ -399,13 +401,22 @@ fn check_for(root: &Path, node: &NodeSpec, record: &NodeRecord) -> Check {
             Some(process) => Check::Service(short(node.action.target()), process),
             None => Check::Never,
         },
-        Action::Program { .. } => Check::Nothing,
+        Action::Program {
+            supervisor, name, ..
+        } => match record.process {
+            Some(process) => Check::Program(supervisor.clone(), name.clone(), process),
+            None => Check::Never,
+        },
     }
 }
 
-/// Python versions asked once per run, by interpreter.
+/// What the checks of one run ask once: python versions by interpreter,
+/// supervisord's programs by address.
 #[derive(Default)]
-pub struct Pythons(Mutex<BTreeMap<String, Option<String>>>);
+pub struct Pythons {
+    versions: Mutex<BTreeMap<String, Option<String>>>,
+    supervisors: crate::observe::Supervisors,
+}
 
 impl Check {
     /// Whether the target (below `root` if relative) still looks as
@@ -424,7 +435,7 @@ impl Check {
                     .iter()
                     .all(|path| fs::symlink_metadata(root.join(path)).is_ok())
                     && python.as_ref().is_none_or(|(python, version)| {
-                        let mut known = pythons.0.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut known = pythons.versions.lock().unwrap_or_else(|e| e.into_inner());
                         let now = known
                             .entry(python.clone())
                             .or_insert_with(|| python_version(python));
@@ -433,6 +444,10 @@ impl Check {
             }
             Check::Service(pidfile, process) => {
                 Process::from_pidfile(&root.join(pidfile)) == Some(*process)
+            }
+            Check::Program(url, name, process) => {
+                pythons.supervisors.program(url, name)
+                    == crate::observe::Observation::Running(*process)
             }
             Check::Nothing => true,
             Check::Never => false,

@@ -2,21 +2,25 @@
 //!
 //! This is the only place planning reads the host: files by stat and hash,
 //! steps by the outputs they produced and the facts they depend on,
-//! services by their pid file and the process table. A file whose stat
+//! services by their pid file and the process table, supervised programs
+//! by asking their supervisord (once per run and supervisord). A file whose stat
 //! (size, mtime, ctime, inode, mode) equals the one recorded after tack
 //! last wrote it is trusted without being read, as git trusts its index;
 //! ctime is included because no user tool can set it back.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::db::FileStat;
 use crate::fingerprint::Fingerprint;
 use crate::graph::{Action, CommandSpec, ServiceSpec};
 use crate::process::Process;
 use crate::state::{NodeRecord, Observed};
+use crate::supervisor_rpc::{ProgramInfo, RpcError, Supervisord};
 
 /// How the target compares with what the node wants there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,13 +30,56 @@ pub enum Observation {
     Missing,
     /// Present but different; each string says how.
     Differs(Vec<String>),
-    /// A service whose pid file names this live process.
+    /// A service whose pid file names this live process, or a program
+    /// its supervisord says is RUNNING as this process.
     Running(Process),
+    /// A program supervisord knows and does not run; says how it is.
+    NotRunning(String),
+    /// A supervisord whose pid file names this live process, but which
+    /// does not answer at its address; says why.
+    Unanswering(Process, String),
+    /// A program whose supervisord does not answer: the service node
+    /// starts it and waits for its programs.
+    Unobservable,
+}
+
+/// supervisord's answers to `getAllProcessInfo` (or why there is none),
+/// asked once per address and run.
+#[derive(Default)]
+pub struct Supervisors(Mutex<BTreeMap<String, Result<Vec<ProgramInfo>, RpcError>>>);
+
+impl Supervisors {
+    pub fn programs(&self, url: &str) -> Result<Vec<ProgramInfo>, RpcError> {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .entry(url.to_string())
+            .or_insert_with(|| Supervisord::new(url).all_process_info())
+            .clone()
+    }
+
+    /// How supervisord at `url` sees program `name`.
+    pub fn program(&self, url: &str, name: &str) -> Observation {
+        match self.programs(url) {
+            Err(RpcError::Unreachable(_)) => Observation::Unobservable,
+            Err(error) => Observation::Differs(vec![error.to_string()]),
+            Ok(programs) => match programs.iter().find(|info| info.name == name) {
+                None => Observation::NotRunning("not known to supervisord".into()),
+                Some(info) => match (info.state.as_str(), info.process()) {
+                    ("RUNNING", Some(process)) => Observation::Running(process),
+                    _ => Observation::NotRunning(info.describe()),
+                },
+            },
+        }
+    }
 }
 
 /// Observes `action`'s target. `record` is what the last apply left, if
 /// the node's output has not changed since: only then is its stat trusted.
-pub fn observe(action: &Action, record: Option<&NodeRecord>) -> Observation {
+pub fn observe(
+    action: &Action,
+    record: Option<&NodeRecord>,
+    supervisors: &Supervisors,
+) -> Observation {
     let trusted = record.and_then(|record| record.observed.as_ref());
     match action {
         Action::Command(spec) => observe_step(spec, record),
@@ -43,7 +90,7 @@ pub fn observe(action: &Action, record: Option<&NodeRecord>) -> Observation {
                 (observation, _) => observation,
             }
         }
-        Action::Service(spec) => observe_service(spec),
+        Action::Service(spec) => observe_service(spec, supervisors),
         Action::Venv(bootstrap) => {
             let version = python_version(&bootstrap.python);
             let marker = fs::read_to_string(bootstrap.marker_path()).ok();
@@ -61,9 +108,9 @@ pub fn observe(action: &Action, record: Option<&NodeRecord>) -> Observation {
                 )]),
             }
         }
-        // supervisord restarts a program that died; tack restarts one only
-        // when its inputs changed.
-        Action::Program { .. } => Observation::Matches(None),
+        Action::Program {
+            supervisor, name, ..
+        } => supervisors.program(supervisor, name),
         Action::File {
             target,
             content,
@@ -191,11 +238,18 @@ pub fn python_version(python: &str) -> Option<String> {
     text.split_whitespace().nth(1).map(str::to_string)
 }
 
-fn observe_service(spec: &ServiceSpec) -> Observation {
-    match Process::from_pidfile(&spec.pidfile) {
-        Some(process) => Observation::Running(process),
-        None => Observation::Missing,
+fn observe_service(spec: &ServiceSpec, supervisors: &Supervisors) -> Observation {
+    let Some(process) = Process::from_pidfile(&spec.pidfile) else {
+        return Observation::Missing;
+    };
+    // A supervisord that runs but cannot be asked cannot vouch for its
+    // programs.
+    if let Some(supervises) = &spec.supervises {
+        if let Err(RpcError::Unreachable(why)) = supervisors.programs(&supervises.url) {
+            return Observation::Unanswering(process, why);
+        }
     }
+    Observation::Running(process)
 }
 
 /// Whether `meta` is the stat recorded in `trusted` (the content hash aside).
@@ -257,12 +311,20 @@ mod tests {
             finished: true,
         };
         assert_eq!(
-            observe(&file(&path, "one\n"), Some(&record)),
+            observe(
+                &file(&path, "one\n"),
+                Some(&record),
+                &Supervisors::default()
+            ),
             Observation::Matches(Some(trusted))
         );
 
         fs::write(&path, "two\n").unwrap();
-        let Observation::Differs(why) = observe(&file(&path, "one\n"), Some(&record)) else {
+        let Observation::Differs(why) = observe(
+            &file(&path, "one\n"),
+            Some(&record),
+            &Supervisors::default(),
+        ) else {
             panic!("a hand edit must be seen");
         };
         assert!(why[0].starts_with("content changed"), "{why:?}");

@@ -7,7 +7,7 @@
 //! worth telling. `--dry-run` stops after this step.
 
 use crate::graph::{Action, NodeSpec};
-use crate::observe::{observe, Observation};
+use crate::observe::{observe, Observation, Supervisors};
 use crate::process::Process;
 use crate::reason::{input_changes, Reason};
 use crate::state::{NodeRecord, Observed};
@@ -30,8 +30,12 @@ pub struct Decision {
     /// For `Record`: what the host has now.
     pub observed: Option<Observed>,
     /// For services: the running process. Running it then means a reload;
-    /// `None` means a start.
+    /// `None` means a start. For programs the same, with a restart for a
+    /// reload.
     pub running: Option<Process>,
+    /// For services: the process recorded at the last run. If it died
+    /// uncleanly, a start first stops what it left running.
+    pub predecessor: Option<Process>,
 }
 
 impl Decision {
@@ -41,14 +45,20 @@ impl Decision {
             reasons,
             observed: None,
             running: None,
+            predecessor: None,
         }
     }
 }
 
-pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Decision {
+pub fn decide(
+    node: &NodeSpec,
+    record: Option<&NodeRecord>,
+    forced: bool,
+    supervisors: &Supervisors,
+) -> Decision {
     let output = node.output;
     let unchanged_output = record.filter(|r| r.finished && r.output == output);
-    let observation = observe(&node.action, unchanged_output);
+    let observation = observe(&node.action, unchanged_output, supervisors);
 
     let mut reasons = Vec::new();
     match record {
@@ -65,6 +75,9 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
     if forced {
         reasons.push(Reason::Forced);
     }
+    if let Action::Program { .. } = node.action {
+        return decide_program(node, record, observation, reasons);
+    }
     let path = node.action.target().clone();
     let running = |process: Process| {
         let recorded = record.and_then(|r| r.process);
@@ -73,7 +86,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
             recorded.is_some_and(|r| r.pid == process.pid && r.start_time != process.start_time);
         (!reused).then_some(process)
     };
-    match observation {
+    let mut decision = match observation {
         Observation::Running(process) => match running(process) {
             Some(process) if reasons.is_empty() => {
                 let same = record.is_some_and(|r| r.process == Some(process));
@@ -86,6 +99,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                     reasons,
                     observed: None,
                     running: Some(process),
+                    predecessor: None,
                 }
             }
             Some(process) => Decision {
@@ -93,6 +107,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 reasons,
                 observed: None,
                 running: Some(process),
+                predecessor: None,
             },
             None => {
                 reasons.push(Reason::NotRunning {
@@ -101,6 +116,22 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 Decision::new(Verdict::Run, reasons)
             }
         },
+        Observation::Unanswering(process, why) => {
+            reasons.push(Reason::NotRunning {
+                why: format!("pid {} runs, but {why}", process.pid),
+            });
+            Decision {
+                verdict: Verdict::Run,
+                reasons,
+                observed: None,
+                running: Some(process),
+                predecessor: None,
+            }
+        }
+        // Only programs are observed so; `decide_program` decides them.
+        Observation::NotRunning(_) | Observation::Unobservable => {
+            Decision::new(Verdict::Record, reasons)
+        }
         Observation::Missing if matches!(node.action, Action::Service(_)) => {
             reasons.push(Reason::NotRunning {
                 why: format!("no live process in `{}`", path.display()),
@@ -112,14 +143,8 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
             reasons,
             observed,
             running: None,
+            predecessor: None,
         },
-        // supervisord starts every program it is configured with; a
-        // program tack has not seen before needs no restart.
-        Observation::Matches(_)
-            if matches!(node.action, Action::Program { .. }) && record.is_none() && !forced =>
-        {
-            Decision::new(Verdict::Record, reasons)
-        }
         // A step's outputs existing says nothing about whether they are
         // current: with any reason at all, it runs.
         Observation::Matches(_) if !node.action.owns_target() && !reasons.is_empty() => {
@@ -143,6 +168,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 reasons,
                 observed,
                 running: None,
+                predecessor: None,
             }
         }
         Observation::Missing => {
@@ -166,5 +192,69 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
             }
             Decision::new(Verdict::Run, reasons)
         }
+    };
+    if let Action::Service(_) = node.action {
+        decision.predecessor = record.and_then(|record| record.process);
+    }
+    decision
+}
+
+/// A supervised program: started when supervisord does not run it,
+/// restarted when its own inputs changed (or forced), and recorded with
+/// the process supervisord runs it as, so that a restart nobody asked tack
+/// for is noticed.
+fn decide_program(
+    node: &NodeSpec,
+    record: Option<&NodeRecord>,
+    observation: Observation,
+    mut reasons: Vec<Reason>,
+) -> Decision {
+    match observation {
+        Observation::Running(process) => {
+            let recorded = record.and_then(|record| record.process);
+            if let Some(old) = recorded.filter(|old| *old != process) {
+                reasons.push(Reason::RestartedOutside {
+                    old: old.pid,
+                    new: process.pid,
+                });
+            }
+            // supervisord starts a program it is newly configured with, and
+            // restarts one that died: neither needs tack to restart it.
+            let wanted = reasons.iter().any(|reason| {
+                !matches!(
+                    reason,
+                    Reason::NeverApplied | Reason::RestartedOutside { .. }
+                )
+            });
+            let verdict = if wanted {
+                Verdict::Run
+            } else if record
+                .is_some_and(|r| r.finished && r.key == node.key && r.process == Some(process))
+            {
+                Verdict::Fresh
+            } else {
+                Verdict::Record
+            };
+            Decision {
+                verdict,
+                reasons,
+                observed: None,
+                running: Some(process),
+                predecessor: None,
+            }
+        }
+        Observation::NotRunning(why) => {
+            reasons.push(Reason::NotRunning { why });
+            Decision::new(Verdict::Run, reasons)
+        }
+        Observation::Differs(whys) => {
+            for why in whys {
+                reasons.push(Reason::NotRunning { why });
+            }
+            Decision::new(Verdict::Run, reasons)
+        }
+        // Its supervisord does not run yet: the service node starts it and
+        // waits for every program it runs.
+        _ => Decision::new(Verdict::Record, reasons),
     }
 }
