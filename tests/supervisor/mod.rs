@@ -264,6 +264,10 @@ fn a_supervisord_killed_with_sigkill_leaves_one_instance_of_each_program() {
     );
 
     let out = t.deploy();
+    assert!(!alive(tick) && !alive(tock), "the orphans still run\n{out}");
+    let (new_tick, new_tock) = t.running();
+    assert_eq!(t.instances("tick"), vec![new_tick], "{}", t.status());
+    assert_eq!(t.instances("tock"), vec![new_tock], "{}", t.status());
     assert!(
         out.stdout
             .contains("Starting Supervisor > Service(supervisord)"),
@@ -275,10 +279,6 @@ fn a_supervisord_killed_with_sigkill_leaves_one_instance_of_each_program() {
         )),
         "{out}"
     );
-    assert!(!alive(tick) && !alive(tock), "the orphans still run");
-    let (new_tick, new_tock) = t.running();
-    assert_eq!(t.instances("tick"), vec![new_tick], "{}", t.status());
-    assert_eq!(t.instances("tock"), vec![new_tock], "{}", t.status());
 }
 
 #[test]
@@ -344,16 +344,16 @@ fn a_change_to_a_program_and_its_config_restarts_it_once() {
         "echo tick again;",
     );
     let out = t.deploy();
+    let (new_tick, same_tock) = t.running();
+    assert_eq!(t.starts("tick").len(), 2, "{:?}\n{out}", t.starts("tick"));
+    assert_ne!(new_tick, tick);
+    assert_eq!(same_tock, tock, "tock kept running");
     assert!(
         out.stdout.contains(&format!(
             "Restarting (pid {tick}) Supervisor > Program(tick)"
         )),
         "{out}"
     );
-    let (new_tick, same_tock) = t.running();
-    assert_ne!(new_tick, tick);
-    assert_eq!(same_tock, tock, "tock kept running");
-    assert_eq!(t.starts("tick").len(), 2, "{:?}", t.starts("tick"));
 }
 
 #[test]
