@@ -426,6 +426,18 @@ fn supervisor_runs_tick_and_is_reloaded_only_when_something_it_runs_changed() {
     assert_eq!(t.supervisord_pid(), supervisord);
     assert_eq!(t.tick(), Some(tick), "{}", t.ctl(&["status"]));
 
+    // tick is stopped by hand: the next deploy asks supervisord, starts
+    // tick and returns when it runs again.
+    t.ctl(&["stop", "tick"]);
+    let out = t.d.tack(&["local", "dev", "--explain"]).success();
+    let block = out.block("Starting Supervisor > Program(tick)");
+    assert_contains(&block, "not running: STOPPED since ");
+    assert_eq!(actions(&out).len(), 1, "{out}");
+    let tick = t
+        .tick()
+        .unwrap_or_else(|| panic!("tick is not RUNNING\n{}", t.ctl(&["status"])));
+    assert_eq!(t.supervisord_pid(), supervisord);
+
     // 3. tick's priority changes: buildout rewrites supervisord.conf and
     // supervisord reloads it, keeping its pid and restarting tick.
     t.d.replace(
