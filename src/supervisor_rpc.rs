@@ -266,6 +266,7 @@ impl Supervisord {
         timeout: Duration,
         replaced: &BTreeMap<String, i32>,
     ) -> Result<BTreeMap<String, Process>, String> {
+        crate::fault::waiting_for_programs();
         let began = Instant::now();
         let mut first_look = true;
         let mut garbled_since = None;

@@ -356,6 +356,56 @@ fn a_change_to_a_program_and_its_config_restarts_it_once() {
     );
 }
 
+/// tack killed (SIGKILL) while it waits for programs to be RUNNING, after
+/// starting supervisord and after restarting a program: the next deploy
+/// finishes the job, with one supervisord and one instance of each
+/// program, and the one after is a no-op.
+#[test]
+fn a_deploy_killed_while_it_waits_for_running_converges() {
+    const KILL: &str = "TACK_TEST_KILL_WHILE_WAITING";
+    let t = Supervised::two_programs();
+    let (out, signal) = t.d.tack_with_env(&["local", "dev"], &[(KILL, "1")]);
+    assert_eq!(signal, Some(9), "the switch did not fire\n{out}");
+    let first = t.supervisord();
+
+    let out = t.deploy();
+    assert_eq!(t.supervisord(), first, "supervisord kept its pid\n{out}");
+    let (tick, tock) = t.running();
+    assert_eq!(t.instances("tick"), vec![tick]);
+    assert_eq!(t.instances("tock"), vec![tock]);
+
+    t.d.replace(
+        "components/tick/component.cfg",
+        "echo tick;",
+        "echo tick again;",
+    );
+    let (out, signal) = t.d.tack_with_env(&["local", "dev"], &[(KILL, "1")]);
+    assert_eq!(signal, Some(9), "the switch did not fire\n{out}");
+    // Once the program the killed run restarted is up, the next deploy
+    // restarts it again: it cannot know the restart happened after the
+    // script was written.
+    let (killed_run_tick, _) = t.running();
+    let explained = t.d.tack(&["explain", "dev"]).success();
+    let block = explained.block(&format!(
+        "Would restart (pid {killed_run_tick}) Supervisor > Program(tick)"
+    ));
+    assert!(
+        block.contains("the last attempt did not finish"),
+        "{explained}"
+    );
+
+    let out = t.deploy();
+    let (new_tick, same_tock) = t.running();
+    assert_eq!(same_tock, tock, "tock kept running\n{out}");
+    assert_eq!(t.instances("tick"), vec![new_tick]);
+    assert_eq!(t.supervisord(), first);
+    let out = t.deploy();
+    assert!(
+        out.updated().is_empty() && !out.stdout.contains("Restarting"),
+        "{out}"
+    );
+}
+
 #[test]
 fn changing_one_program_restarts_only_that_one() {
     let t = Supervised::two_programs();
