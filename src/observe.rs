@@ -83,16 +83,16 @@ pub fn observe(
     let trusted = record.and_then(|record| record.observed.as_ref());
     match action {
         Action::Command(spec) => observe_step(spec, record),
-        Action::Buildout { run, bootstrap } => {
-            let python = bootstrap.as_ref().map(|b| b.python.as_str());
-            match (observe_step(run, record), python) {
-                (Observation::Matches(_), Some(python)) => observe_python(python, record),
-                (observation, _) => observation,
+        Action::Buildout { run, bootstrap } => match (observe_step(run, record), bootstrap) {
+            (Observation::Matches(_), Some(bootstrap)) => {
+                observe_python(&bootstrap.python, &bootstrap.venv, record)
             }
-        }
+            (observation, _) => observation,
+        },
         Action::Service(spec) => observe_service(spec, supervisors),
         Action::Venv(bootstrap) => {
-            let version = python_version(&bootstrap.python);
+            let version =
+                venv_python_version(&bootstrap.venv).or_else(|| python_version(&bootstrap.python));
             let marker = fs::read_to_string(bootstrap.marker_path()).ok();
             match (version, marker) {
                 (None, _) => {
@@ -207,9 +207,10 @@ fn observe_step(spec: &CommandSpec, record: Option<&NodeRecord>) -> Observation 
 
 /// Buildout's venv is built with the host's python: a new python version
 /// means a new build.
-fn observe_python(python: &str, record: Option<&NodeRecord>) -> Observation {
+fn observe_python(python: &str, venv: &Path, record: Option<&NodeRecord>) -> Observation {
     let recorded = record.and_then(|record| record.facts.get("python"));
-    match (python_version(python), recorded) {
+    let now = venv_python_version(venv).or_else(|| python_version(python));
+    match (now, recorded) {
         (Some(now), Some(before)) if &now != before => Observation::Differs(vec![format!(
             "`{python}` is now version {now} (was {before})"
         )]),
@@ -224,6 +225,24 @@ pub fn hostname() -> String {
         .ok()
         .and_then(|name| name.into_string().ok())
         .unwrap_or_default()
+}
+
+/// The python version `venv` was made with, from its `pyvenv.cfg`, without
+/// starting a process (a pyenv shim alone takes 50 ms): valid while the
+/// interpreter it runs was not replaced after the venv was made. `None`
+/// when that cannot be vouched for; then ask the interpreter itself.
+pub fn venv_python_version(venv: &Path) -> Option<String> {
+    let config = venv.join("pyvenv.cfg");
+    let made = fs::metadata(&config).ok()?.modified().ok()?;
+    let text = fs::read_to_string(&config).ok()?;
+    let version = text.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "version").then(|| value.trim().to_string())
+    })?;
+    // `bin/python` is a symlink to the interpreter the venv runs.
+    let interpreter = fs::canonicalize(venv.join("bin/python")).ok()?;
+    let replaced = fs::metadata(interpreter).ok()?.modified().ok()? > made;
+    (!replaced && !version.is_empty()).then_some(version)
 }
 
 /// The version `python --version` reports, such as `3.11.7`.
@@ -290,6 +309,35 @@ mod tests {
             content: Arc::from(content.as_bytes()),
             mode: 0o644,
         }
+    }
+
+    #[test]
+    fn a_venv_tells_its_python_version_until_its_interpreter_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let interpreter = dir.path().join("python3.11");
+        fs::write(&interpreter, "").unwrap();
+        let venv = dir.path().join("venv");
+        fs::create_dir_all(venv.join("bin")).unwrap();
+        std::os::unix::fs::symlink(&interpreter, venv.join("bin/python")).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&interpreter)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        fs::write(venv.join("pyvenv.cfg"), "home = /x\nversion = 3.11.7\n").unwrap();
+        assert_eq!(venv_python_version(&venv).as_deref(), Some("3.11.7"));
+
+        // Replaced in place (an upgrade): only the interpreter can tell.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&interpreter)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(venv_python_version(&venv), None);
     }
 
     #[test]

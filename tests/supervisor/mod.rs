@@ -406,6 +406,53 @@ fn a_deploy_killed_while_it_waits_for_running_converges() {
     );
 }
 
+/// A no-op starts no process: the venv's python version comes from its
+/// `pyvenv.cfg`, not from running `python3 --version` (through a pyenv
+/// shim alone that takes 50 ms). A `python3` first on PATH that logs
+/// its calls shows it.
+#[test]
+fn a_no_op_runs_no_python() {
+    let t = Supervised::two_programs();
+    t.deploy();
+    t.running();
+    let shims = t.d.path("shims");
+    fs::create_dir_all(&shims).unwrap();
+    let calls = t.d.path("python-calls.log");
+    let real = Command::new("sh")
+        .args(["-c", "command -v python3"])
+        .output()
+        .expect("find python3");
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let shim = shims.join("python3");
+    fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\nexec {real} \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&shim)
+        .status()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        shims.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let (out, _) = t.d.tack_with_env(&["local", "dev"], &[("PATH", &path)]);
+    let out = out.success();
+    assert!(out.updated().is_empty(), "{out}");
+    assert!(
+        !calls.exists(),
+        "the no-op ran python3: {}",
+        fs::read_to_string(&calls).unwrap_or_default()
+    );
+}
+
 #[test]
 fn changing_one_program_restarts_only_that_one() {
     let t = Supervised::two_programs();
