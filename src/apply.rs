@@ -4,7 +4,10 @@
 //! deployed world. Files and symlinks are replaced atomically (a temp name
 //! in the same directory, then a rename); steps run through
 //! [`crate::runner`]; services are started and signalled through pid files
-//! and [`crate::process`].
+//! and [`crate::process`]; supervised programs are started and restarted
+//! through supervisord's XML-RPC interface ([`crate::supervisor_rpc`]). A
+//! start, restart or reload returns when each program it affects is
+//! RUNNING, or fails with the end of the program's log.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,6 +24,7 @@ use crate::process::Process;
 use crate::runner::{self, shell_quote, Step};
 use crate::state::{NodeRecord, Observed};
 use crate::step_cache::{Outputs, StepCache};
+use crate::supervisor_rpc::{ProgramInfo, Supervisord};
 
 /// What applying a node left behind, for its record.
 #[derive(Debug, Default)]
@@ -165,22 +169,52 @@ fn apply_action(
                 },
             )
         }
-        Action::Program { cwd, ctl, name } => {
-            // supervisorctl reports some failures only in its output.
-            let script = format!(
-                "out=$({ctl} restart {name} 2>&1); status=$?; echo \"$out\"; case \"$out\" in *ERROR*) exit 1;; esac; exit $status",
-                name = shell_quote(name)
-            );
-            runner::run(&script, cwd, &[], Duration::from_secs(60), progress)?;
-            Ok(Applied::default())
-        }
-        Action::Service(spec) => {
-            let process = match decision.running {
-                Some(process) => reload(spec, process, progress)?,
-                None => start(spec)?,
-            };
+        Action::Program {
+            supervisor,
+            name,
+            timeout_secs,
+            ..
+        } => {
+            let process = restart_program(
+                &Supervisord::new(supervisor),
+                name,
+                decision.running,
+                Duration::from_secs(*timeout_secs),
+            )?;
             Ok(Applied {
                 process: Some(process),
+                ..Applied::default()
+            })
+        }
+        Action::Service(spec) => {
+            let supervisord = spec
+                .supervises
+                .as_ref()
+                .map(|supervises| Supervisord::new(&supervises.url));
+            // A supervisord restarts every program on SIGHUP, after the
+            // signal was sent: until then the old processes answer.
+            let replaced = match (&supervisord, &spec.reload, decision.running) {
+                (Some(supervisord), Reload::Signal(_), Some(_)) => supervisord.running_pids(),
+                _ => BTreeMap::new(),
+            };
+            let mut warning = None;
+            let process = match decision.running {
+                Some(process) => reload(spec, process, progress)?,
+                None => {
+                    warning = stop_orphans(spec, decision.predecessor)?;
+                    start(spec)?
+                }
+            };
+            if let (Some(supervisord), Some(supervises)) = (&supervisord, &spec.supervises) {
+                supervisord.wait_until_running(
+                    &supervises.programs,
+                    Duration::from_secs(spec.timeout_secs),
+                    &replaced,
+                )?;
+            }
+            Ok(Applied {
+                process: Some(process),
+                warning,
                 ..Applied::default()
             })
         }
@@ -317,6 +351,77 @@ fn bootstrap_venv(
     let cwd = bootstrap.venv.parent().unwrap_or(Path::new("."));
     runner::run(&script, cwd, &[], Duration::from_secs(1800), progress)?;
     write_atomically(&marker, wanted.as_bytes(), 0o644, false).map_err(|e| e.to_string())
+}
+
+/// (Re)starts program `name` and waits until it is RUNNING. `planned` is
+/// the process it ran as when the deploy planned, if it ran.
+fn restart_program(
+    supervisord: &Supervisord,
+    name: &str,
+    planned: Option<Process>,
+    timeout: Duration,
+) -> Result<Process, String> {
+    let programs = supervisord
+        .all_process_info()
+        .map_err(|error| error.to_string())?;
+    let now = programs
+        .iter()
+        .find(|info| info.name == name)
+        .and_then(ProgramInfo::process);
+    // A reload earlier in this deploy (`supervisorctl update`, a HUP)
+    // already restarted it after everything it depends on was deployed:
+    // one restart per deploy is enough.
+    let restarted_meanwhile = now.is_some() && now != planned;
+    if !restarted_meanwhile {
+        if now.is_some() {
+            supervisord.stop(name).map_err(|error| error.to_string())?;
+        }
+        supervisord.start(name).map_err(|error| error.to_string())?;
+    }
+    let running = supervisord.wait_until_running(&[name.to_string()], timeout, &BTreeMap::new())?;
+    running
+        .get(name)
+        .copied()
+        .ok_or_else(|| format!("program `{name}` is not RUNNING"))
+}
+
+/// Before a service starts again after its last process died without
+/// tack: stops what that process left running (a supervisord's programs),
+/// so that exactly one instance of each runs afterwards. Says what it
+/// stopped.
+fn stop_orphans(spec: &ServiceSpec, recorded: Option<Process>) -> Result<Option<String>, String> {
+    let in_pidfile = fs::read_to_string(&spec.pidfile)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    let mut leaders: Vec<i32> = recorded
+        .map(|p| p.pid)
+        .into_iter()
+        .chain(in_pidfile)
+        .collect();
+    leaders.dedup();
+    // The pid file is in a work dir someone else may write: whatever dead
+    // leader it names, only processes of this environment's work dir are
+    // stopped.
+    let work_dir = spec.cwd.parent().unwrap_or(&spec.cwd);
+    let mut notes = Vec::new();
+    for leader in leaders {
+        let orphans: Vec<Process> = crate::process::orphans_of(leader)
+            .into_iter()
+            .filter(|orphan| orphan.belongs_to(work_dir))
+            .collect();
+        if orphans.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = orphans.iter().map(crate::process::describe).collect();
+        crate::process::stop_all(&orphans).map_err(|why| {
+            format!("cannot stop what pid {leader}, which died, left running: {why}")
+        })?;
+        notes.push(format!(
+            "stopped what pid {leader}, which died, left running: {}",
+            names.join(", ")
+        ));
+    }
+    Ok((!notes.is_empty()).then(|| notes.join("; ")))
 }
 
 /// Starts a service and waits until its pid file names a live process.

@@ -121,7 +121,14 @@ impl ResourceKind {
                 "command",
                 "timeout",
             ],
-            ResourceKind::Service => &["start", "pidfile", "reload", "timeout"],
+            ResourceKind::Service => &[
+                "start",
+                "pidfile",
+                "reload",
+                "timeout",
+                "supervisor",
+                "programs",
+            ],
             ResourceKind::Supervisor => &["version", "python", "port", "programs", "timeout"],
         }
     }

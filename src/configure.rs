@@ -649,6 +649,7 @@ pub fn assemble(
                         Watches::Above => dep.component == node.component,
                         Watches::AboveAndProviders => true,
                         Watches::Provider(provider) => &dep.component == provider,
+                        Watches::Nothing => false,
                     };
                     if !watched {
                         continue;

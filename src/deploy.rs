@@ -155,10 +155,18 @@ pub fn deploy_host(
         eprintln!("warning: {warning}");
     }
 
+    let supervisors = crate::observe::Supervisors::default();
     let decisions: Vec<Decision> = graph
         .nodes
         .par_iter()
-        .map(|node| decide(node, state.get(&node.id), options.forced(node)))
+        .map(|node| {
+            decide(
+                node,
+                state.get(&node.id),
+                options.forced(node),
+                &supervisors,
+            )
+        })
         .collect();
     let phase = crate::timings::phase("plan", phase);
 
@@ -540,10 +548,22 @@ fn node_report(
 }
 
 /// With `--explain`, a node that does not run but whose inputs changed
-/// says so.
+/// says so. A program restarted outside tack is always told: the deploy
+/// did not do it, and someone may want to know why it happened.
 fn report_unchanged(reporter: &Reporter, options: &Options, node: &NodeSpec, decision: &Decision) {
+    if !options.shown(node) {
+        return;
+    }
+    for reason in &decision.reasons {
+        if let Reason::RestartedOutside { old, new } = reason {
+            reporter.line(&format!(
+                "Noticed {}{}: restarted outside tack: {old} -> {new}",
+                reporter.prefix, node.display
+            ));
+        }
+    }
     let interesting = decision.reasons.contains(&Reason::OutputUnchanged);
-    if options.explain && interesting && options.shown(node) {
+    if options.explain && interesting {
         reporter.node("Unchanged", &node.display, &decision.reasons, None);
     }
 }
@@ -585,7 +605,8 @@ impl Words {
     fn of(node: &NodeSpec, decision: &Decision) -> Words {
         let (doing, verb, done) = match (&node.action, decision.running) {
             (Action::Service(_), Some(_)) => ("Reloading", "reload", "reloaded"),
-            (Action::Service(_), None) => ("Starting", "start", "started"),
+            (Action::Service(_) | Action::Program { .. }, None) => ("Starting", "start", "started"),
+            (Action::Program { .. }, Some(_)) => ("Restarting", "restart", "restarted"),
             _ => ("Updating", "update", "updated"),
         };
         Words {

@@ -11,6 +11,9 @@
 //!   differential test of incrementality catches a missed rerun (`after`
 //!   drops a step's dependencies; files are rewritten whenever their
 //!   output differs, whatever their key).
+//! * `TACK_TEST_KILL_WHILE_WAITING=N`: SIGKILL when the N-th wait for
+//!   supervised programs to be RUNNING begins (the start, restart or
+//!   reload was asked for, the deploy has not seen it happen).
 //! * `TACK_TEST_STOP_AFTER_LOOK=1`: SIGSTOP this process once an
 //!   incremental run has looked at every file, before it configures, so a
 //!   test can edit files in that window and SIGCONT it.
@@ -44,6 +47,11 @@ mod enabled {
         kill_on(&WRITES, "TACK_TEST_KILL_IN_WRITE");
     }
 
+    pub fn waiting_for_programs() {
+        static WAITS: AtomicUsize = AtomicUsize::new(0);
+        kill_on(&WAITS, "TACK_TEST_KILL_WHILE_WAITING");
+    }
+
     pub fn looked() {
         if number("TACK_TEST_STOP_AFTER_LOOK") == Some(1) {
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
@@ -67,9 +75,10 @@ mod enabled {
     pub fn node_finished() {}
     pub fn mid_write() {}
     pub fn looked() {}
+    pub fn waiting_for_programs() {}
     pub fn dropped_input() -> Option<&'static str> {
         None
     }
 }
 
-pub use enabled::{dropped_input, looked, mid_write, node_finished};
+pub use enabled::{dropped_input, looked, mid_write, node_finished, waiting_for_programs};

@@ -54,6 +54,10 @@ pub enum Watches {
     /// Only the nodes of this one providing component: a supervised program
     /// restarts when its own files changed, and for nothing else.
     Provider(String),
+    /// None: a program under a supervisord `[service]` that reloads (and so
+    /// restarts it) whenever anything it runs changed. Its node only sees
+    /// to it that the program runs.
+    Nothing,
 }
 
 /// What a node makes true on the host.
@@ -83,13 +87,16 @@ pub enum Action {
     /// A venv with pinned packages (the prebuilt `[supervisor]`'s
     /// supervisor).
     Venv(Bootstrap),
-    /// A program under supervisord, restarted by name when its own inputs
-    /// changed.
+    /// A program under supervisord, observed each run over supervisord's
+    /// XML-RPC interface: started when it is not running, restarted by
+    /// name when its own inputs changed.
     Program {
         cwd: PathBuf,
-        /// The `supervisorctl` invocation, with its config.
-        ctl: String,
+        /// supervisord's address, `http://127.0.0.1:9001`.
+        supervisor: String,
         name: String,
+        /// How long a (re)start may take to reach RUNNING.
+        timeout_secs: u64,
     },
 }
 
@@ -152,6 +159,16 @@ pub struct ServiceSpec {
     pub pidfile: PathBuf,
     pub reload: Reload,
     pub timeout_secs: u64,
+    /// For a supervisord: where it answers and the programs it must run,
+    /// which a start or reload waits for.
+    pub supervises: Option<Supervises>,
+}
+
+/// The programs a supervisord runs, and its XML-RPC address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Supervises {
+    pub url: String,
+    pub programs: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -34,6 +34,7 @@ pub mod selection;
 pub mod state;
 pub mod status_line;
 pub mod step_cache;
+pub mod supervisor_rpc;
 pub mod template;
 pub mod timings;
 

@@ -48,7 +48,7 @@ use crate::environment::EnvironmentDef;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::graph::{Action, HostGraph, NodeSpec};
-use crate::observe::{python_version, stat_and_mode_match};
+use crate::observe::{python_version, stat_and_mode_match, venv_python_version};
 use crate::process::Process;
 use crate::state::{NodeRecord, State, StateStore};
 
@@ -116,12 +116,24 @@ pub enum Check {
     /// The link's target, hashed: it may render a secret.
     Symlink(PathBuf, Fingerprint),
     /// Every output exists, and the python it was built with is current.
-    Outputs(Vec<PathBuf>, Option<(String, String)>),
+    Outputs(Vec<PathBuf>, Option<PythonCheck>),
     Service(PathBuf, Process),
+    /// supervisord at this address runs this program as this process.
+    Program(String, String, Process),
     /// Nothing to look at.
     Nothing,
     /// A record that cannot be checked cheaply: the full decision is taken.
     Never,
+}
+
+/// The python a step's venv was built with: its interpreter, the version
+/// recorded, and the venv, whose `pyvenv.cfg` tells the version without
+/// running python.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PythonCheck {
+    pub python: String,
+    pub version: String,
+    pub venv: Option<PathBuf>,
 }
 
 /// Beside each host's state: a name no host can have (see
@@ -375,11 +387,16 @@ pub fn host_record(root: &Path, graph: &HostGraph, report: &HostReport) -> Optio
 /// The cheapest look that tells whether `node`'s target is as `record`
 /// says it was left: what `observe` and `plan` would find unchanged.
 fn check_for(root: &Path, node: &NodeSpec, record: &NodeRecord) -> Check {
-    let python = || {
-        let python = record.inputs.get("python").map(|input| input.value.clone());
-        python.zip(record.facts.get("python").cloned())
-    };
     let short = |path: &Path| path.strip_prefix(root).unwrap_or(path).to_path_buf();
+    let python = |venv: Option<&PathBuf>| {
+        let version = record.facts.get("python")?.clone();
+        let python = record.inputs.get("python")?.value.clone();
+        Some(PythonCheck {
+            python,
+            version,
+            venv: venv.map(|venv| short(venv)),
+        })
+    };
     match &node.action {
         Action::File { target, .. } => match record.observed {
             Some(seen) => Check::File(short(target), seen.file_stat(), seen.mode),
@@ -389,25 +406,39 @@ fn check_for(root: &Path, node: &NodeSpec, record: &NodeRecord) -> Check {
         Action::Symlink { target, points_to } => {
             Check::Symlink(short(target), Fingerprint::of_bytes(points_to.as_bytes()))
         }
-        Action::Command(_) | Action::Buildout { .. } => {
+        Action::Command(_) => {
             let produced = record.produced.iter().map(|p| short(p)).collect();
-            Check::Outputs(produced, python())
+            Check::Outputs(produced, python(None))
+        }
+        Action::Buildout { bootstrap, .. } => {
+            let produced = record.produced.iter().map(|p| short(p)).collect();
+            let venv = bootstrap.as_ref().map(|bootstrap| &bootstrap.venv);
+            Check::Outputs(produced, python(venv))
         }
         Action::Venv(bootstrap) => Check::Outputs(
             vec![short(&bootstrap.venv.join(".tack-bootstrap"))],
-            python(),
+            python(Some(&bootstrap.venv)),
         ),
         Action::Service(_) => match record.process {
             Some(process) => Check::Service(short(node.action.target()), process),
             None => Check::Never,
         },
-        Action::Program { .. } => Check::Nothing,
+        Action::Program {
+            supervisor, name, ..
+        } => match record.process {
+            Some(process) => Check::Program(supervisor.clone(), name.clone(), process),
+            None => Check::Never,
+        },
     }
 }
 
-/// Python versions asked once per run, by interpreter.
+/// What the checks of one run ask once: python versions by interpreter,
+/// supervisord's programs by address.
 #[derive(Default)]
-pub struct Pythons(Mutex<BTreeMap<String, Option<String>>>);
+pub struct Pythons {
+    versions: Mutex<BTreeMap<String, Option<String>>>,
+    supervisors: crate::observe::Supervisors,
+}
 
 impl Check {
     /// Whether the target (below `root` if relative) still looks as
@@ -425,16 +456,25 @@ impl Check {
                 paths
                     .iter()
                     .all(|path| fs::symlink_metadata(root.join(path)).is_ok())
-                    && python.as_ref().is_none_or(|(python, version)| {
-                        let mut known = pythons.0.lock().unwrap_or_else(|e| e.into_inner());
+                    && python.as_ref().is_none_or(|check| {
+                        // The venv's own record first: no process.
+                        let venv = check.venv.as_ref().map(|venv| root.join(venv));
+                        if let Some(now) = venv.and_then(|venv| venv_python_version(&venv)) {
+                            return now == check.version;
+                        }
+                        let mut known = pythons.versions.lock().unwrap_or_else(|e| e.into_inner());
                         let now = known
-                            .entry(python.clone())
-                            .or_insert_with(|| python_version(python));
-                        now.as_ref() == Some(version)
+                            .entry(check.python.clone())
+                            .or_insert_with(|| python_version(&check.python));
+                        now.as_ref() == Some(&check.version)
                     })
             }
             Check::Service(pidfile, process) => {
                 Process::from_pidfile(&root.join(pidfile)) == Some(*process)
+            }
+            Check::Program(url, name, process) => {
+                pythons.supervisors.program(url, name)
+                    == crate::observe::Observation::Running(*process)
             }
             Check::Nothing => true,
             Check::Never => false,

@@ -2,21 +2,25 @@
 //!
 //! This is the only place planning reads the host: files by stat and hash,
 //! steps by the outputs they produced and the facts they depend on,
-//! services by their pid file and the process table. A file whose stat
+//! services by their pid file and the process table, supervised programs
+//! by asking their supervisord (once per run and supervisord). A file whose stat
 //! (size, mtime, ctime, inode, mode) equals the one recorded after tack
 //! last wrote it is trusted without being read, as git trusts its index;
 //! ctime is included because no user tool can set it back.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::db::FileStat;
 use crate::fingerprint::Fingerprint;
 use crate::graph::{Action, CommandSpec, ServiceSpec};
 use crate::process::Process;
 use crate::state::{NodeRecord, Observed};
+use crate::supervisor_rpc::{ProgramInfo, RpcError, Supervisord};
 
 /// How the target compares with what the node wants there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,8 +30,47 @@ pub enum Observation {
     Missing,
     /// Present but different; each string says how.
     Differs(Vec<String>),
-    /// A service whose pid file names this live process.
+    /// A service whose pid file names this live process, or a program
+    /// its supervisord says is RUNNING as this process.
     Running(Process),
+    /// A program supervisord knows and does not run; says how it is.
+    NotRunning(String),
+    /// A supervisord whose pid file names this live process, but which
+    /// does not answer at its address; says why.
+    Unanswering(Process, String),
+    /// A program whose supervisord does not answer: the service node
+    /// starts it and waits for its programs.
+    Unobservable,
+}
+
+/// supervisord's answers to `getAllProcessInfo` (or why there is none),
+/// asked once per address and run.
+#[derive(Default)]
+pub struct Supervisors(Mutex<BTreeMap<String, Result<Vec<ProgramInfo>, RpcError>>>);
+
+impl Supervisors {
+    pub fn programs(&self, url: &str) -> Result<Vec<ProgramInfo>, RpcError> {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .entry(url.to_string())
+            .or_insert_with(|| Supervisord::new(url).all_process_info())
+            .clone()
+    }
+
+    /// How supervisord at `url` sees program `name`.
+    pub fn program(&self, url: &str, name: &str) -> Observation {
+        match self.programs(url) {
+            Err(RpcError::Unreachable(_)) => Observation::Unobservable,
+            Err(error) => Observation::Differs(vec![error.to_string()]),
+            Ok(programs) => match programs.iter().find(|info| info.name == name) {
+                None => Observation::NotRunning("not known to supervisord".into()),
+                Some(info) => match (info.state.as_str(), info.process()) {
+                    ("RUNNING", Some(process)) => Observation::Running(process),
+                    _ => Observation::NotRunning(info.describe()),
+                },
+            },
+        }
+    }
 }
 
 /// Observes `action`'s target. `record` is what the last apply left, if
@@ -37,21 +80,22 @@ pub enum Observation {
 pub fn observe(
     action: &Action,
     record: Option<&NodeRecord>,
+    supervisors: &Supervisors,
     trusted: Option<&Path>,
 ) -> Observation {
     let record_stat = record.and_then(|record| record.observed.as_ref());
     match action {
         Action::Command(spec) => observe_step(spec, record),
-        Action::Buildout { run, bootstrap } => {
-            let python = bootstrap.as_ref().map(|b| b.python.as_str());
-            match (observe_step(run, record), python) {
-                (Observation::Matches(_), Some(python)) => observe_python(python, record),
-                (observation, _) => observation,
+        Action::Buildout { run, bootstrap } => match (observe_step(run, record), bootstrap) {
+            (Observation::Matches(_), Some(bootstrap)) => {
+                observe_python(&bootstrap.python, &bootstrap.venv, record)
             }
-        }
-        Action::Service(spec) => observe_service(spec),
+            (observation, _) => observation,
+        },
+        Action::Service(spec) => observe_service(spec, supervisors),
         Action::Venv(bootstrap) => {
-            let version = python_version(&bootstrap.python);
+            let version =
+                venv_python_version(&bootstrap.venv).or_else(|| python_version(&bootstrap.python));
             let marker = fs::read_to_string(bootstrap.marker_path()).ok();
             match (version, marker) {
                 (None, _) => {
@@ -67,9 +111,9 @@ pub fn observe(
                 )]),
             }
         }
-        // supervisord restarts a program that died; tack restarts one only
-        // when its inputs changed.
-        Action::Program { .. } => Observation::Matches(None),
+        Action::Program {
+            supervisor, name, ..
+        } => supervisors.program(supervisor, name),
         Action::File {
             target,
             content,
@@ -174,9 +218,10 @@ fn observe_step(spec: &CommandSpec, record: Option<&NodeRecord>) -> Observation 
 
 /// Buildout's venv is built with the host's python: a new python version
 /// means a new build.
-fn observe_python(python: &str, record: Option<&NodeRecord>) -> Observation {
+fn observe_python(python: &str, venv: &Path, record: Option<&NodeRecord>) -> Observation {
     let recorded = record.and_then(|record| record.facts.get("python"));
-    match (python_version(python), recorded) {
+    let now = venv_python_version(venv).or_else(|| python_version(python));
+    match (now, recorded) {
         (Some(now), Some(before)) if &now != before => Observation::Differs(vec![format!(
             "`{python}` is now version {now} (was {before})"
         )]),
@@ -193,6 +238,24 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// The python version `venv` was made with, from its `pyvenv.cfg`, without
+/// starting a process (a pyenv shim alone takes 50 ms): valid while the
+/// interpreter it runs was not replaced after the venv was made. `None`
+/// when that cannot be vouched for; then ask the interpreter itself.
+pub fn venv_python_version(venv: &Path) -> Option<String> {
+    let config = venv.join("pyvenv.cfg");
+    let made = fs::metadata(&config).ok()?.modified().ok()?;
+    let text = fs::read_to_string(&config).ok()?;
+    let version = text.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "version").then(|| value.trim().to_string())
+    })?;
+    // `bin/python` is a symlink to the interpreter the venv runs.
+    let interpreter = fs::canonicalize(venv.join("bin/python")).ok()?;
+    let replaced = fs::metadata(interpreter).ok()?.modified().ok()? > made;
+    (!replaced && !version.is_empty()).then_some(version)
+}
+
 /// The version `python --version` reports, such as `3.11.7`.
 pub fn python_version(python: &str) -> Option<String> {
     let output = std::process::Command::new(python)
@@ -205,11 +268,18 @@ pub fn python_version(python: &str) -> Option<String> {
     text.split_whitespace().nth(1).map(str::to_string)
 }
 
-fn observe_service(spec: &ServiceSpec) -> Observation {
-    match Process::from_pidfile(&spec.pidfile) {
-        Some(process) => Observation::Running(process),
-        None => Observation::Missing,
+fn observe_service(spec: &ServiceSpec, supervisors: &Supervisors) -> Observation {
+    let Some(process) = Process::from_pidfile(&spec.pidfile) else {
+        return Observation::Missing;
+    };
+    // A supervisord that runs but cannot be asked cannot vouch for its
+    // programs.
+    if let Some(supervises) = &spec.supervises {
+        if let Err(RpcError::Unreachable(why)) = supervisors.programs(&supervises.url) {
+            return Observation::Unanswering(process, why);
+        }
     }
+    Observation::Running(process)
 }
 
 /// Whether `meta` is the stat recorded in `trusted` (the content hash aside).
@@ -253,6 +323,35 @@ mod tests {
     }
 
     #[test]
+    fn a_venv_tells_its_python_version_until_its_interpreter_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let interpreter = dir.path().join("python3.11");
+        fs::write(&interpreter, "").unwrap();
+        let venv = dir.path().join("venv");
+        fs::create_dir_all(venv.join("bin")).unwrap();
+        std::os::unix::fs::symlink(&interpreter, venv.join("bin/python")).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&interpreter)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        fs::write(venv.join("pyvenv.cfg"), "home = /x\nversion = 3.11.7\n").unwrap();
+        assert_eq!(venv_python_version(&venv).as_deref(), Some("3.11.7"));
+
+        // Replaced in place (an upgrade): only the interpreter can tell.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&interpreter)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(venv_python_version(&venv), None);
+    }
+
+    #[test]
     fn trusted_stat_skips_reading_and_a_changed_file_is_hashed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a");
@@ -272,12 +371,22 @@ mod tests {
             finished: true,
         };
         assert_eq!(
-            observe(&file(&path, "one\n"), Some(&record), None),
+            observe(
+                &file(&path, "one\n"),
+                Some(&record),
+                &Supervisors::default(),
+                None
+            ),
             Observation::Matches(Some(trusted))
         );
 
         fs::write(&path, "two\n").unwrap();
-        let Observation::Differs(why) = observe(&file(&path, "one\n"), Some(&record), None) else {
+        let Observation::Differs(why) = observe(
+            &file(&path, "one\n"),
+            Some(&record),
+            &Supervisors::default(),
+            None,
+        ) else {
             panic!("a hand edit must be seen");
         };
         assert!(why[0].starts_with("content changed"), "{why:?}");

@@ -7,7 +7,7 @@
 //! worth telling. `--dry-run` stops after this step.
 
 use crate::graph::{Action, NodeSpec};
-use crate::observe::{observe, Observation};
+use crate::observe::{observe, Observation, Supervisors};
 use crate::process::Process;
 use crate::provenance::same_values;
 use crate::reason::{input_changes, Reason};
@@ -31,8 +31,12 @@ pub struct Decision {
     /// For `Record`: what the host has now.
     pub observed: Option<Observed>,
     /// For services: the running process. Running it then means a reload;
-    /// `None` means a start.
+    /// `None` means a start. For programs the same, with a restart for a
+    /// reload.
     pub running: Option<Process>,
+    /// For services: the process recorded at the last run. If it died
+    /// uncleanly, a start first stops what it left running.
+    pub predecessor: Option<Process>,
 }
 
 impl Decision {
@@ -42,11 +46,17 @@ impl Decision {
             reasons,
             observed: None,
             running: None,
+            predecessor: None,
         }
     }
 }
 
-pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Decision {
+pub fn decide(
+    node: &NodeSpec,
+    record: Option<&NodeRecord>,
+    forced: bool,
+    supervisors: &Supervisors,
+) -> Decision {
     let output = node.output;
     // A record whose inputs tell an older story than the node's (the same
     // key, reached through other values: a template's source reformatted
@@ -56,7 +66,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
     let same_story = |record: &NodeRecord| same_values(&record.inputs, &node.inputs);
     let unchanged_output = record.filter(|r| r.finished && r.output == output);
     let trusted = crate::confined::trusted_base(node.confined_to.as_deref());
-    let observation = observe(&node.action, unchanged_output, trusted);
+    let observation = observe(&node.action, unchanged_output, supervisors, trusted);
 
     let mut reasons = Vec::new();
     match record {
@@ -73,6 +83,9 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
     if forced {
         reasons.push(Reason::Forced);
     }
+    if let Action::Program { .. } = node.action {
+        return decide_program(node, record, observation, reasons);
+    }
     let path = node.action.target().clone();
     let running = |process: Process| {
         let recorded = record.and_then(|r| r.process);
@@ -85,7 +98,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
             && matches!(&node.action, Action::Service(spec) if !process.belongs_to(&spec.cwd));
         (!reused && !foreign).then_some(process)
     };
-    match observation {
+    let mut decision = match observation {
         Observation::Running(process) => match running(process) {
             Some(process) if reasons.is_empty() => {
                 let same = record.is_some_and(|r| r.process == Some(process) && same_story(r));
@@ -98,6 +111,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                     reasons,
                     observed: None,
                     running: Some(process),
+                    predecessor: None,
                 }
             }
             Some(process) => Decision {
@@ -105,6 +119,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 reasons,
                 observed: None,
                 running: Some(process),
+                predecessor: None,
             },
             None => {
                 let reused = record
@@ -123,6 +138,22 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 Decision::new(Verdict::Run, reasons)
             }
         },
+        Observation::Unanswering(process, why) => {
+            reasons.push(Reason::NotRunning {
+                why: format!("pid {} runs, but {why}", process.pid),
+            });
+            Decision {
+                verdict: Verdict::Run,
+                reasons,
+                observed: None,
+                running: Some(process),
+                predecessor: None,
+            }
+        }
+        // Only programs are observed so; `decide_program` decides them.
+        Observation::NotRunning(_) | Observation::Unobservable => {
+            Decision::new(Verdict::Record, reasons)
+        }
         Observation::Missing if matches!(node.action, Action::Service(_)) => {
             reasons.push(Reason::NotRunning {
                 why: format!("no live process in `{}`", path.display()),
@@ -134,14 +165,8 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
             reasons,
             observed,
             running: None,
+            predecessor: None,
         },
-        // supervisord starts every program it is configured with; a
-        // program tack has not seen before needs no restart.
-        Observation::Matches(_)
-            if matches!(node.action, Action::Program { .. }) && record.is_none() && !forced =>
-        {
-            Decision::new(Verdict::Record, reasons)
-        }
         // A step's outputs existing says nothing about whether they are
         // current: with any reason at all, it runs.
         Observation::Matches(_) if !node.action.owns_target() && !reasons.is_empty() => {
@@ -169,6 +194,7 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
                 reasons,
                 observed,
                 running: None,
+                predecessor: None,
             }
         }
         Observation::Missing => {
@@ -192,5 +218,69 @@ pub fn decide(node: &NodeSpec, record: Option<&NodeRecord>, forced: bool) -> Dec
             }
             Decision::new(Verdict::Run, reasons)
         }
+    };
+    if let Action::Service(_) = node.action {
+        decision.predecessor = record.and_then(|record| record.process);
+    }
+    decision
+}
+
+/// A supervised program: started when supervisord does not run it,
+/// restarted when its own inputs changed (or forced), and recorded with
+/// the process supervisord runs it as, so that a restart nobody asked tack
+/// for is noticed.
+fn decide_program(
+    node: &NodeSpec,
+    record: Option<&NodeRecord>,
+    observation: Observation,
+    mut reasons: Vec<Reason>,
+) -> Decision {
+    match observation {
+        Observation::Running(process) => {
+            let recorded = record.and_then(|record| record.process);
+            if let Some(old) = recorded.filter(|old| *old != process) {
+                reasons.push(Reason::RestartedOutside {
+                    old: old.pid,
+                    new: process.pid,
+                });
+            }
+            // supervisord starts a program it is newly configured with, and
+            // restarts one that died: neither needs tack to restart it.
+            let wanted = reasons.iter().any(|reason| {
+                !matches!(
+                    reason,
+                    Reason::NeverApplied | Reason::RestartedOutside { .. }
+                )
+            });
+            let verdict = if wanted {
+                Verdict::Run
+            } else if record
+                .is_some_and(|r| r.finished && r.key == node.key && r.process == Some(process))
+            {
+                Verdict::Fresh
+            } else {
+                Verdict::Record
+            };
+            Decision {
+                verdict,
+                reasons,
+                observed: None,
+                running: Some(process),
+                predecessor: None,
+            }
+        }
+        Observation::NotRunning(why) => {
+            reasons.push(Reason::NotRunning { why });
+            Decision::new(Verdict::Run, reasons)
+        }
+        Observation::Differs(whys) => {
+            for why in whys {
+                reasons.push(Reason::NotRunning { why });
+            }
+            Decision::new(Verdict::Run, reasons)
+        }
+        // Its supervisord does not run yet: the service node starts it and
+        // waits for every program it runs.
+        _ => Decision::new(Verdict::Record, reasons),
     }
 }

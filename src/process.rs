@@ -5,9 +5,16 @@
 //! ticks since boot), and a recorded process counts as running only if
 //! both still match. Signals go through `nix`; nothing shells out to
 //! `kill`.
+//!
+//! A daemon killed uncleanly (SIGKILL) leaves its children running. They
+//! are found by the session or process group the dead daemon led: the
+//! kernel does not give a pid to a new process while a session or group
+//! with that id has members, so whatever is still in it is the dead
+//! daemon's.
 
 use std::fs;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -77,6 +84,77 @@ impl Process {
             .map_err(|_| format!("unknown signal `{name}`"))?;
         kill(Pid::from_raw(self.pid), signal)
             .map_err(|errno| format!("cannot send SIG{name} to pid {}: {errno}", self.pid))
+    }
+}
+
+/// How long orphans get to stop after SIGTERM before SIGKILL.
+const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+/// The processes still in the session or process group that `leader`
+/// led, if no process has that pid any more.
+pub fn orphans_of(leader: i32) -> Vec<Process> {
+    // A zombie leader is as dead as a reaped one, and still holds its pid.
+    if leader <= 1 || Process::find(leader).is_some() {
+        return Vec::new();
+    }
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut orphans: Vec<Process> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the command name: state, ppid, process group, session.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            let led = |index: usize| fields.get(index).and_then(|f| f.parse::<i32>().ok());
+            led(2) == Some(leader) || led(3) == Some(leader)
+        })
+        .filter_map(Process::find)
+        .collect();
+    orphans.sort_by_key(|process| process.pid);
+    orphans
+}
+
+/// Stops `processes` with SIGTERM, and with SIGKILL those still running
+/// after a grace period; says which did not go away.
+pub fn stop_all(processes: &[Process]) -> Result<(), String> {
+    for process in processes {
+        let _ = kill(Pid::from_raw(process.pid), Signal::SIGTERM);
+    }
+    let began = Instant::now();
+    while processes.iter().any(Process::is_alive) && began.elapsed() < ORPHAN_GRACE {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for process in processes.iter().filter(|p| p.is_alive()) {
+        let _ = kill(Pid::from_raw(process.pid), Signal::SIGKILL);
+    }
+    let began = Instant::now();
+    while processes.iter().any(Process::is_alive) && began.elapsed() < ORPHAN_GRACE {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<String> = processes
+        .iter()
+        .filter(|p| p.is_alive())
+        .map(|p| p.pid.to_string())
+        .collect();
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("pids {} survived SIGKILL", left.join(", ")))
+    }
+}
+
+/// `1234 (tick.sh)`: a pid and its command name, for messages.
+pub fn describe(process: &Process) -> String {
+    match fs::read_to_string(format!("/proc/{}/comm", process.pid)) {
+        Ok(name) => format!("{} ({})", process.pid, name.trim()),
+        Err(_) => process.pid.to_string(),
     }
 }
 

@@ -31,8 +31,11 @@ pub enum Reason {
     Drift { path: PathBuf, what: String },
     /// The target does not exist.
     Missing { path: PathBuf },
-    /// A service is not running.
+    /// A service or program is not running.
     NotRunning { why: String },
+    /// A program runs as another process than the one tack left: something
+    /// else restarted it (supervisord after a crash, a person).
+    RestartedOutside { old: i32, new: i32 },
     /// Inputs changed, but what the node deploys is the same.
     OutputUnchanged,
 }
@@ -85,6 +88,11 @@ impl Reason {
                 "inputs changed, but the output is the same: nothing to do",
             ),
             Reason::NotRunning { why } => line(&mut out, indent, &format!("not running: {why}")),
+            Reason::RestartedOutside { old, new } => line(
+                &mut out,
+                indent,
+                &format!("restarted outside tack: {old} -> {new}"),
+            ),
             Reason::Missing { path } => line(
                 &mut out,
                 indent,

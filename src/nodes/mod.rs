@@ -15,10 +15,12 @@ use crate::configure::display_name;
 use crate::db::Db;
 use crate::error::{ConfigError, Location};
 use crate::fingerprint::{node_key, Fingerprint};
-use crate::graph::{Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec, Watches};
+use crate::graph::{
+    Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec, Supervises, Watches,
+};
 use crate::provenance::{mask_sensitive, Input, Inputs, Sourced};
 use crate::runner::shell_quote;
-use crate::template::{render, TemplateContext};
+use crate::template::{render, ContextVar, TemplateContext};
 
 mod supervisor;
 
@@ -132,21 +134,111 @@ impl NodeBuilder<'_> {
                         None => Reload::Command(reload),
                     },
                 };
+                let timeout_secs = timeout(resource, SERVICE_TIMEOUT_SECS)?;
+                let supervises = self.supervises(resource, &mut inputs)?;
+                let programs = supervises
+                    .as_ref()
+                    .map(|supervises| self.supervised_programs(supervises, timeout_secs))
+                    .unwrap_or_default();
                 let spec = ServiceSpec {
                     cwd: self.workdir.clone(),
                     start,
                     pidfile,
                     reload,
-                    timeout_secs: timeout(resource, SERVICE_TIMEOUT_SECS)?,
+                    timeout_secs,
+                    supervises,
                 };
-                Ok(vec![self.node(
-                    resource,
-                    Action::Service(spec),
-                    inputs,
-                    false,
-                )])
+                let service = self.node(resource, Action::Service(spec), inputs, false);
+                Ok(std::iter::once(service).chain(programs).collect())
             }
         }
+    }
+
+    /// A `[service]` that is a supervisord (`supervisor = URL`): where it
+    /// answers, and the programs provided for its `programs` key (default
+    /// `programs`), which a start or reload waits for.
+    fn supervises(
+        &self,
+        resource: &ResourceDef,
+        inputs: &mut Inputs,
+    ) -> Result<Option<Supervises>, ConfigError> {
+        let Some(url) = self.rendered(resource, "supervisor", inputs)? else {
+            if let Some(field) = resource.field("programs") {
+                return Err(ConfigError::new(
+                    field.location.clone(),
+                    "`programs` names what a supervisord runs: set `supervisor = http://HOST:PORT` too",
+                ));
+            }
+            return Ok(None);
+        };
+        let at = resource
+            .field("supervisor")
+            .map_or(&resource.location, |f| &f.location);
+        let address = url.strip_prefix("http://").unwrap_or_default();
+        let port = address.rsplit_once(':').map(|(_, port)| port);
+        if port.is_none_or(|port| port.trim_end_matches('/').parse::<u16>().is_err()) {
+            return Err(ConfigError::new(
+                at.clone(),
+                format!("`{url}` is not supervisord's address; write `http://127.0.0.1:PORT` as in its `[inet_http_server]`"),
+            ));
+        }
+        let key = resource
+            .field("programs")
+            .map_or("programs".to_string(), |f| f.value.clone());
+        let Some(ContextVar::Records(records)) = self.context.vars.get(&key) else {
+            return Err(ConfigError::new(
+                at.clone(),
+                format!("a supervisord runs the programs provided for `{key}`: add `[require:{key}]` to this component"),
+            ));
+        };
+        let mut programs = Vec::new();
+        for record in records {
+            let Some(name) = record.fields.get("name") else {
+                return Err(ConfigError::new(
+                    at.clone(),
+                    format!(
+                        "the `{key}` provided by `{}` on `{}` has no `name`",
+                        record.component, record.host
+                    ),
+                ));
+            };
+            programs.push(name.value.clone());
+        }
+        Ok(Some(Supervises {
+            url: url.trim_end_matches('/').to_string(),
+            programs,
+        }))
+    }
+
+    /// One node per program of a supervisord `[service]`, which sees to it
+    /// that the program runs. It restarts nothing by itself: the service
+    /// reloads when anything it runs changed.
+    fn supervised_programs(&self, supervises: &Supervises, timeout_secs: u64) -> Vec<NodeSpec> {
+        let component = display_name(&self.def.name);
+        supervises
+            .programs
+            .iter()
+            .map(|name| {
+                let mut inputs = Inputs::new();
+                inputs.insert("kind".into(), Input::plain("program"));
+                inputs.insert("name".into(), Input::plain(name));
+                let action = Action::Program {
+                    cwd: self.workdir.clone(),
+                    supervisor: supervises.url.clone(),
+                    name: name.clone(),
+                    timeout_secs,
+                };
+                let mut node = self.make(
+                    format!("{}/program:{name}", self.def.name),
+                    format!("{component} > Program({name})"),
+                    true,
+                    action,
+                    inputs,
+                );
+                node.watches = Watches::Nothing;
+                node
+            })
+            .collect()
     }
 
     /// `[buildout]`: its rendered config as a file node, then the run.

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use crate::component::ResourceDef;
 use crate::configure::display_name;
 use crate::error::ConfigError;
+use crate::error::Location;
 use crate::fingerprint::Fingerprint;
-use crate::graph::{Action, Bootstrap, NodeSpec, Reload, ServiceSpec, Watches};
-use crate::provenance::{plain_inputs, Input};
+use crate::graph::{Action, Bootstrap, NodeSpec, Reload, ServiceSpec, Supervises, Watches};
+use crate::provenance::{plain_inputs, Input, Inputs};
 use crate::runner::shell_quote;
 use crate::template::ContextVar;
 
@@ -37,8 +38,13 @@ impl NodeBuilder<'_> {
                 format!("[supervisor] runs the programs provided for `{key}`: add `[require:{key}]` to this component"),
             ));
         };
-        let port = field("port", "9001");
-        if port.parse::<u16>().is_err() {
+        // Settings are templates like every other value: the port can be
+        // an attribute, set per environment.
+        let mut port_inputs = Inputs::new();
+        let port = self
+            .rendered(resource, "port", &mut port_inputs)?
+            .unwrap_or_else(|| "9001".to_string());
+        if port.trim().parse::<u16>().is_err() {
             let at = resource
                 .field("port")
                 .map_or(&resource.location, |f| &f.location);
@@ -47,20 +53,33 @@ impl NodeBuilder<'_> {
                 format!("`{port}` is not a port number"),
             ));
         }
+        let port = port.trim().to_string();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut venv_inputs = Inputs::new();
+        let version = self
+            .rendered(resource, "version", &mut venv_inputs)?
+            .unwrap_or_else(|| SUPERVISOR_VERSION.to_string());
+        let python = self
+            .rendered(resource, "python", &mut venv_inputs)?
+            .unwrap_or_else(|| "python3".to_string());
         let component = display_name(&self.def.name);
         let workdir = &self.workdir;
         let venv = workdir.join(".venv");
-        let version = field("version", SUPERVISOR_VERSION);
-        let python = field("python", "python3");
         let timeout = timeout(resource, SERVICE_TIMEOUT_SECS)?;
         let mut nodes = Vec::new();
 
         let packages = format!("supervisor=={version}");
-        let inputs = plain_inputs(&[
+        let mut inputs = plain_inputs(&[
             ("kind", "venv"),
             ("python", &python),
             ("packages", &packages),
         ]);
+        // What the settings were rendered from, beside what they became.
+        inputs.extend(
+            venv_inputs
+                .into_iter()
+                .filter(|(name, _)| name.starts_with("var ")),
+        );
         let bootstrap = Bootstrap {
             python,
             venv: venv.clone(),
@@ -104,13 +123,10 @@ impl NodeBuilder<'_> {
             dir = workdir.display(),
         );
         let mut inputs = plain_inputs(&[("kind", "file"), ("path", "etc/supervisord.conf")]);
-        inputs.insert(
-            "port".into(),
-            match resource.field("port") {
-                Some(f) => Input::sourced(f),
-                None => Input::plain(&port),
-            },
-        );
+        inputs.extend(port_inputs);
+        inputs
+            .entry("port".into())
+            .or_insert_with(|| Input::plain(&port));
         let mut names = Vec::new();
         for record in programs {
             let get = |field: &str| record.fields.get(field).map(|input| input.value.clone());
@@ -132,21 +148,27 @@ impl NodeBuilder<'_> {
                     ),
                 ));
             };
-            text.push_str(&format!("\n[program:{name}]\ncommand = {command}\nautorestart = true\nredirect_stderr = true\n"));
-            for (field, setting) in [
-                ("priority", "priority"),
-                ("directory", "directory"),
-                ("user", "user"),
-            ] {
-                if let Some(value) = get(field) {
-                    text.push_str(&format!("{setting} = {value}\n"));
+            text.push_str(&format!("\n[program:{name}]\ncommand = {command}\n"));
+            let mut autostart = true;
+            for (field, input) in &record.fields {
+                if ["name", "command", "path"].contains(&field.as_str()) {
+                    continue;
                 }
+                let at = input.origin.as_ref().unwrap_or(&resource.location);
+                program_option(field, &input.value, at, &name)?;
+                if field == "autostart" {
+                    autostart = !matches!(input.value.trim(), "false" | "False" | "0");
+                }
+                text.push_str(&format!("{field} = {}\n", input.value));
             }
             for (field, input) in &record.fields {
                 let label = format!("var {key}[{}/{}].{field}", record.host, record.component);
                 inputs.insert(label, input.clone());
             }
-            names.push((name, record.component.clone()));
+            // A program configured not to start is not waited for.
+            if autostart {
+                names.push((name, record.component.clone()));
+            }
         }
         inputs.insert(
             "content".into(),
@@ -175,6 +197,10 @@ impl NodeBuilder<'_> {
             quoted(&conf)
         );
         let inputs = plain_inputs(&[("kind", "service")]);
+        let supervises = Supervises {
+            url: url.clone(),
+            programs: names.iter().map(|(name, _)| name.clone()).collect(),
+        };
         let spec = ServiceSpec {
             cwd: workdir.clone(),
             start: format!(
@@ -185,6 +211,7 @@ impl NodeBuilder<'_> {
             pidfile,
             reload: Reload::Command(format!("{ctl} update")),
             timeout_secs: timeout,
+            supervises: Some(supervises),
         };
         let id = format!("{}/service:supervisord", self.def.name);
         nodes.push(self.make(
@@ -199,8 +226,9 @@ impl NodeBuilder<'_> {
             let inputs = plain_inputs(&[("kind", "program"), ("name", &name)]);
             let action = Action::Program {
                 cwd: workdir.clone(),
-                ctl: ctl.clone(),
+                supervisor: url.clone(),
                 name: name.clone(),
+                timeout_secs: timeout,
             };
             let id = format!("{}/program:{name}", self.def.name);
             let mut node = self.make(
@@ -215,4 +243,70 @@ impl NodeBuilder<'_> {
         }
         Ok(nodes)
     }
+}
+
+/// supervisord's `[program:x]` options (supervisor 4), which pass through
+/// from `[provide:programs]` as written; `name` and `command` are tack's.
+const PROGRAM_OPTIONS: &[&str] = &[
+    "priority",
+    "autostart",
+    "startsecs",
+    "startretries",
+    "autorestart",
+    "exitcodes",
+    "stopsignal",
+    "stopwaitsecs",
+    "stopasgroup",
+    "killasgroup",
+    "user",
+    "redirect_stderr",
+    "stdout_logfile",
+    "stdout_logfile_maxbytes",
+    "stdout_logfile_backups",
+    "stdout_capture_maxbytes",
+    "stdout_events_enabled",
+    "stdout_syslog",
+    "stderr_logfile",
+    "stderr_logfile_maxbytes",
+    "stderr_logfile_backups",
+    "stderr_capture_maxbytes",
+    "stderr_events_enabled",
+    "stderr_syslog",
+    "environment",
+    "directory",
+    "umask",
+    "serverurl",
+];
+
+/// Checks one provided program option: supervisord must know it, tack
+/// must be able to observe the program by its name, and the value must
+/// stay on its line of `supervisord.conf`.
+fn program_option(
+    field: &str,
+    value: &str,
+    at: &Location,
+    program: &str,
+) -> Result<(), ConfigError> {
+    if ["process_name", "numprocs", "numprocs_start"].contains(&field) {
+        return Err(ConfigError::new(
+            at.clone(),
+            format!("`{field}` would run program `{program}` under other names than its own, which tack cannot observe; provide one program per process"),
+        ));
+    }
+    if !PROGRAM_OPTIONS.contains(&field) {
+        return Err(ConfigError::new(
+            at.clone(),
+            format!(
+                "unknown supervisord program option `{field}` for program `{program}`; expected one of: name, command, {}",
+                PROGRAM_OPTIONS.join(", ")
+            ),
+        ));
+    }
+    if value.contains('\n') {
+        return Err(ConfigError::new(
+            at.clone(),
+            format!("`{field}` of program `{program}` spans several lines; supervisord reads one"),
+        ));
+    }
+    Ok(())
 }

@@ -413,7 +413,10 @@ fn supervisor_runs_tick_and_is_reloaded_only_when_something_it_runs_changed() {
     );
     assert_line(&out, &format!("Starting {SERVICE}"));
     let supervisord = t.supervisord_pid();
-    let tick = t.wait_for_tick(None);
+    // No waiting: tack returned when supervisord said tick is RUNNING.
+    let tick = t
+        .tick()
+        .unwrap_or_else(|| panic!("tick is not RUNNING\n{}", t.ctl(&["status"])));
     t.wait_for_a_tick();
     assert_eq!(t.loaded_priority(), "10:10");
     // Every package of the bootstrap is pinned: a rebuild next month is
@@ -455,6 +458,18 @@ fn supervisor_runs_tick_and_is_reloaded_only_when_something_it_runs_changed() {
     assert_eq!(t.supervisord_pid(), supervisord);
     assert_eq!(t.tick(), Some(tick), "{}", t.ctl(&["status"]));
 
+    // tick is stopped by hand: the next deploy asks supervisord, starts
+    // tick and returns when it runs again.
+    t.ctl(&["stop", "tick"]);
+    let out = t.d.tack(&["local", "dev", "--explain"]).success();
+    let block = out.block("Starting Supervisor > Program(tick)");
+    assert_contains(&block, "not running: STOPPED since ");
+    assert_eq!(actions(&out).len(), 1, "{out}");
+    let tick = t
+        .tick()
+        .unwrap_or_else(|| panic!("tick is not RUNNING\n{}", t.ctl(&["status"])));
+    assert_eq!(t.supervisord_pid(), supervisord);
+
     // 3. tick's priority changes: buildout rewrites supervisord.conf and
     // supervisord reloads it, keeping its pid and restarting tick.
     t.d.replace(
@@ -478,7 +493,11 @@ fn supervisor_runs_tick_and_is_reloaded_only_when_something_it_runs_changed() {
     let out = t.deploy();
     assert_eq!(out.updated(), set(&[BUILDOUT_CFG, BUILDOUT]), "{out}");
     assert_line(&out, &format!("Reloading (pid {supervisord}) {SERVICE}"));
-    let reloaded_tick = t.wait_for_tick(Some(tick));
+    // The reload restarted tick before tack returned.
+    let reloaded_tick = t
+        .tick()
+        .filter(|pid| *pid != tick)
+        .unwrap_or_else(|| panic!("tick was not restarted\n{}", t.ctl(&["status"])));
     assert_eq!(t.supervisord_pid(), supervisord, "a reload keeps the pid");
     assert_contains(&t.tick_config(), "priority = 20");
     assert_eq!(t.loaded_priority(), "20:20");
@@ -506,24 +525,33 @@ fn supervisor_runs_tick_and_is_reloaded_only_when_something_it_runs_changed() {
     let tick = reloaded_tick;
 
     // 5. supervisord dies (SIGKILL: its pid file stays behind, naming a
-    // dead process): the next deploy starts it again, and only it.
+    // dead process, and its tick runs on, orphaned): the next deploy stops
+    // the orphan and starts supervisord again, and only it.
     signal(supervisord, "KILL");
     assert!(
         wait_until(PATIENCE, || !alive(supervisord)),
         "supervisord survived SIGKILL"
     );
-    // Its tick is orphaned, not stopped; a real operator would find it
-    // running twice. Out of this test's way.
-    signal(tick, "KILL");
+    assert!(alive(tick), "tick is orphaned, not gone");
     let out = t.deploy();
     assert_eq!(
         actions(&out),
         [format!("Starting {SERVICE}").as_str()],
         "{out}"
     );
+    assert_contains(
+        &out.stdout,
+        &format!("stopped what pid {supervisord}, which died, left running: {tick} (tick.sh)"),
+    );
+    assert!(!alive(tick), "the orphaned tick still runs");
     let restarted = t.supervisord_pid();
     assert_ne!(restarted, supervisord);
-    t.wait_for_tick(Some(tick));
+    let new_tick = t.wait_for_tick(Some(tick));
+    let ticks: Vec<i32> = processes_running_from(&t.d.path("work/tick/tick.sh"))
+        .into_iter()
+        .filter(|pid| alive(*pid))
+        .collect();
+    assert_eq!(ticks, vec![new_tick], "exactly one tick runs");
     t.wait_for_a_tick();
     assert_eq!(t.loaded_priority(), "20:20");
 
