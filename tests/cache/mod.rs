@@ -465,10 +465,10 @@ impl Drop for Supervised {
 fn a_venv_is_never_handed_to_another_checkout_and_force_rebuilds_it() {
     let shared = tempfile::tempdir().unwrap();
     let cache_arg = shared.path().join("cache").display().to_string();
-    let a = Supervised::new(19211);
+    let a = Supervised::new(crate::support::free_port());
     a.d.tack(&["local", "dev", "--cache-dir", &cache_arg])
         .success();
-    let b = Supervised::new(19212);
+    let b = Supervised::new(crate::support::free_port());
     let output =
         b.d.tack(&["local", "dev", "--cache-dir", &cache_arg])
             .success();

@@ -78,6 +78,19 @@ fn untouched(dir: &Path) -> bool {
         && fs::metadata(dir).unwrap().mode() & 0o7777 == 0o700
 }
 
+/// Runs a shell command as `nobody` in `dir` and waits for it.
+fn nobody_sh(dir: &Path, command: &str) {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .uid(NOBODY)
+        .gid(NOGROUP)
+        .status()
+        .unwrap();
+    assert!(status.success(), "as nobody: {command}");
+}
+
 /// Runs a python script as `nobody` in `dir`, in the background.
 fn as_nobody(dir: &Path, script: &str) -> Child {
     Command::new("python3")
@@ -116,18 +129,10 @@ fn a_component_work_dir_swapped_for_a_symlink_is_not_written_through() {
     owned_by_nobody(&d);
     let outside = root_only();
     // nobody: `mv app app.old; ln -s /root-only-dir app`.
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "mv app app.old && ln -s {} app",
-            outside.path().display()
-        ))
-        .current_dir(d.path("work"))
-        .uid(NOBODY)
-        .gid(NOGROUP)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    nobody_sh(
+        &d.path("work"),
+        &format!("mv app app.old && ln -s {} app", outside.path().display()),
+    );
     let output = d.tack(&["local", "dev", "--force", "app"]);
     assert_eq!(output.code, 1, "{output}");
     assert!(output.stdout.contains("is a symlink"), "{output}");
@@ -227,18 +232,10 @@ fn a_restore_never_deletes_through_a_planted_symlink() {
     let outside = tempfile::tempdir().unwrap();
     fs::create_dir(outside.path().join("out")).unwrap();
     fs::write(outside.path().join("out/precious.txt"), "keep\n").unwrap();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "rm -rf build && ln -s {} build",
-            outside.path().display()
-        ))
-        .current_dir(d.path("work/app"))
-        .uid(NOBODY)
-        .gid(NOGROUP)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    nobody_sh(
+        &d.path("work/app"),
+        &format!("rm -rf build && ln -s {} build", outside.path().display()),
+    );
     // Back to v = 1: its outputs are in the cache.
     d.replace("components/app/component.cfg", "v = 2", "v = 1");
     let output = d.tack(&["local", "dev"]);
@@ -297,35 +294,14 @@ fn diff_and_dry_run_never_read_through_a_link_nor_forever() {
     d.tack(&["local", "dev"]).success();
     owned_by_nobody(&d);
     let outside = root_only();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
+    nobody_sh(
+        &d.path("work/app"),
+        &format!(
             "rm app.ini zero.bin && ln -s {}/precious app.ini && ln -s /dev/zero zero.bin",
             outside.path().display()
-        ))
-        .current_dir(d.path("work/app"))
-        .uid(NOBODY)
-        .gid(NOGROUP)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut child = d
-        .tack_command(&["local", "dev", "--dry-run", "--diff"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(20) {
-            child.kill().unwrap();
-            panic!("tack --dry-run --diff did not finish: it reads /dev/zero");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
+        ),
+    );
+    let (_, text) = run_bounded(&d, &["local", "dev", "--dry-run", "--diff"]);
     assert!(
         !text.contains("root's"),
         "a root-only file was shown:\n{text}"
