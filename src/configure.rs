@@ -16,7 +16,7 @@
 //! **Architecture Invariant:** nothing here writes to disk or looks at
 //! what is deployed. `workdir` is computed, never created.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -321,66 +321,86 @@ impl Wiring {
 }
 
 /// A placement path `a -> b -> ... -> a` if requirements loop.
+///
+/// A depth-first search with an explicit stack, so a chain of 100k
+/// requirements neither overflows the thread's stack nor takes quadratic
+/// time: each placement is entered once, and whether a provider is on the
+/// current path is a map lookup.
 fn find_cycle(wiring: &Wiring) -> Option<Vec<Placement>> {
-    fn visit(
-        wiring: &Wiring,
-        node: &Placement,
-        stack: &mut Vec<Placement>,
-        done: &mut BTreeSet<Placement>,
-    ) -> Option<Vec<Placement>> {
-        if let Some(start) = stack.iter().position(|p| p == node) {
-            let mut cycle = stack[start..].to_vec();
-            cycle.push(node.clone());
-            return Some(cycle);
+    let mut done: BTreeSet<&Placement> = BTreeSet::new();
+    for start in &wiring.placements {
+        if done.contains(start) {
+            continue;
         }
-        if done.contains(node) {
-            return None;
-        }
-        stack.push(node.clone());
-        for provider in wiring.providers_of(node) {
-            if let Some(cycle) = visit(wiring, provider, stack, done) {
-                return Some(cycle);
+        // The current path, each with the providers still to visit, and
+        // where on the path each placement stands.
+        let mut path: Vec<(&Placement, Box<dyn Iterator<Item = &Placement> + '_>)> =
+            vec![(start, Box::new(wiring.providers_of(start)))];
+        let mut on_path: HashMap<&Placement, usize> = HashMap::from([(start, 0)]);
+        while let Some((node, providers)) = path.last_mut() {
+            let node = *node;
+            match providers.next() {
+                Some(provider) => {
+                    if let Some(&at) = on_path.get(provider) {
+                        let mut cycle: Vec<Placement> =
+                            path[at..].iter().map(|(p, _)| (*p).clone()).collect();
+                        cycle.push(provider.clone());
+                        return Some(cycle);
+                    }
+                    if !done.contains(provider) {
+                        on_path.insert(provider, path.len());
+                        path.push((provider, Box::new(wiring.providers_of(provider))));
+                    }
+                }
+                None => {
+                    path.pop();
+                    on_path.remove(node);
+                    done.insert(node);
+                }
             }
-        }
-        stack.pop();
-        done.insert(node.clone());
-        None
-    }
-    let mut done = BTreeSet::new();
-    for placement in &wiring.placements {
-        if let Some(cycle) = visit(wiring, placement, &mut Vec::new(), &mut done) {
-            return Some(cycle);
         }
     }
     None
 }
 
 /// The components of `host`, each after the ones on the same host it
-/// requires from, otherwise in the order written.
+/// requires from, otherwise in the order written. Iterative, for the same
+/// reason as [`find_cycle`]; the wiring has no cycle by then.
 fn order_components(wiring: &Wiring, host: &str, listed: &[String]) -> Vec<String> {
-    fn place(
-        wiring: &Wiring,
-        host: &str,
-        name: &str,
-        placed: &mut BTreeSet<String>,
-        ordered: &mut Vec<String>,
-    ) {
-        if !placed.insert(name.to_string()) {
-            return;
-        }
-        let me = Placement {
-            host: host.to_string(),
-            component: name.to_string(),
-        };
-        for provider in wiring.providers_of(&me).filter(|p| p.host == host) {
-            place(wiring, host, &provider.component, placed, ordered);
-        }
-        ordered.push(name.to_string());
-    }
     let mut ordered = Vec::new();
-    let mut placed = BTreeSet::new();
+    let mut placed: BTreeSet<String> = BTreeSet::new();
     for name in listed {
-        place(wiring, host, name, &mut placed, &mut ordered);
+        if !placed.insert(name.clone()) {
+            continue;
+        }
+        // Each entry: a component and its same-host providers still to place.
+        let providers = |name: &str| -> std::vec::IntoIter<String> {
+            let me = Placement {
+                host: host.to_string(),
+                component: name.to_string(),
+            };
+            wiring
+                .providers_of(&me)
+                .filter(|p| p.host == host)
+                .map(|p| p.component.clone())
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let mut stack = vec![(name.clone(), providers(name))];
+        while let Some((current, pending)) = stack.last_mut() {
+            match pending.next() {
+                Some(provider) => {
+                    if placed.insert(provider.clone()) {
+                        let next = providers(&provider);
+                        stack.push((provider, next));
+                    }
+                }
+                None => {
+                    ordered.push(current.clone());
+                    stack.pop();
+                }
+            }
+        }
     }
     ordered
 }

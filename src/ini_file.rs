@@ -13,6 +13,7 @@
 
 use crate::error::{ConfigError, Location};
 use crate::provenance::Sourced;
+use std::collections::HashMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct IniDocument {
@@ -79,6 +80,7 @@ impl IniDocument {
         let lines: Vec<&str> = text.lines().collect();
 
         let mut sections: Vec<IniSection> = Vec::new();
+        let mut section_lines: HashMap<&str, usize> = HashMap::new();
         let mut headers = positions.iter();
         for (name, properties) in &parsed {
             let Some(name) = name else {
@@ -99,15 +101,18 @@ impl IniDocument {
                 .find(|header| header.name == name)
                 .cloned()
                 .unwrap_or_default();
-            if let Some(first) = sections.iter().find(|section| section.name == name) {
+            if let Some(first) = section_lines.insert(name, header.line) {
                 return Err(ConfigError::new(
                     Location::section(file, name, header.line),
-                    format!("section defined twice (first at line {})", first.line),
+                    format!("section defined twice (first at line {first})"),
                 ));
             }
             let mut entries: Vec<IniEntry> = Vec::new();
+            let mut seen_keys: HashMap<&str, usize> = HashMap::new();
             for (key, parsed_value) in properties.iter() {
-                let seen = entries.iter().filter(|entry| entry.key == key).count();
+                let count = seen_keys.entry(key).or_default();
+                let seen = *count;
+                *count += 1;
                 let key_line = header.key_line(key, seen);
                 let line = key_line.unwrap_or(header.line);
                 // rust-ini drops the indentation of continuation lines; the
@@ -116,7 +121,7 @@ impl IniDocument {
                     || parsed_value.to_string(),
                     |line| value_as_written(&lines, line),
                 );
-                if entries.iter().any(|entry| entry.key == key) {
+                if seen > 0 {
                     return Err(ConfigError::new(
                         Location::section(file, name, header.line).key(key, line),
                         "key defined twice in this section",
@@ -274,17 +279,15 @@ fn common_prefix<'a>(a: &'a str, b: &'a str) -> &'a str {
 struct HeaderPosition {
     name: String,
     line: usize,
-    keys: Vec<(String, usize)>,
+    /// The lines of each key, in order: looked up once per key, so a
+    /// section of 40k keys parses in linear time.
+    keys: HashMap<String, Vec<usize>>,
 }
 
 impl HeaderPosition {
     /// The line of the `nth` (from 0) occurrence of `key`.
     fn key_line(&self, key: &str, nth: usize) -> Option<usize> {
-        self.keys
-            .iter()
-            .filter(|(name, _)| name == key)
-            .nth(nth)
-            .map(|(_, line)| *line)
+        self.keys.get(key)?.get(nth).copied()
     }
 }
 
@@ -306,14 +309,14 @@ fn scan_positions(text: &str) -> Vec<HeaderPosition> {
             positions.push(HeaderPosition {
                 name: name.to_string(),
                 line: number,
-                keys: Vec::new(),
+                keys: HashMap::new(),
             });
             continue;
         }
         if let Some(end) = line.find(['=', ':']) {
             let key = line[..end].trim().to_string();
             if let Some(current) = positions.last_mut() {
-                current.keys.push((key, number));
+                current.keys.entry(key).or_default().push(number);
             }
         }
     }
