@@ -9,6 +9,7 @@
 //! exist to explain.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,8 +37,11 @@ pub struct Input {
     pub value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Location>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub via: BTreeMap<String, Input>,
+    /// Shared, not copied: a value passed along a chain of 2,000
+    /// components carries the whole chain, and a copy per link would cost
+    /// memory quadratic in its length.
+    #[serde(default, skip_serializing_if = "no_via")]
+    pub via: Arc<BTreeMap<String, Input>>,
     /// A secret, or computed from one: its value is hashed before it
     /// leaves the configure phase ([`mask_sensitive`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -49,7 +53,7 @@ impl Input {
         Input {
             value: value.into(),
             origin: None,
-            via: BTreeMap::new(),
+            via: Arc::default(),
             sensitive: false,
         }
     }
@@ -58,7 +62,7 @@ impl Input {
         Input {
             value: sourced.value.clone(),
             origin: Some(sourced.location.clone()),
-            via: BTreeMap::new(),
+            via: Arc::default(),
             sensitive: false,
         }
     }
@@ -67,13 +71,13 @@ impl Input {
         Input {
             value: value.into(),
             origin: Some(origin),
-            via: BTreeMap::new(),
+            via: Arc::default(),
             sensitive: false,
         }
     }
 
     pub fn with_via(mut self, via: BTreeMap<String, Input>) -> Input {
-        self.via = via;
+        self.via = Arc::new(via);
         self
     }
 
@@ -83,11 +87,12 @@ impl Input {
         Input {
             value: mask(&self.value),
             origin: self.origin.clone(),
-            via: self
-                .via
-                .iter()
-                .map(|(name, input)| (name.clone(), input.masked()))
-                .collect(),
+            via: Arc::new(
+                self.via
+                    .iter()
+                    .map(|(name, input)| (name.clone(), input.masked()))
+                    .collect(),
+            ),
             sensitive: true,
         }
     }
@@ -109,17 +114,55 @@ pub fn mask_sensitive(inputs: &Inputs) -> Inputs {
     inputs
         .iter()
         .map(|(name, input)| {
+            // Nothing below a value that is not sensitive is: it is
+            // shared as it is.
             let input = if input.is_sensitive() {
                 input.masked()
             } else {
-                Input {
-                    via: mask_sensitive(&input.via),
-                    ..input.clone()
-                }
+                input.clone()
             };
             (name.clone(), input)
         })
         .collect()
+}
+
+/// How many steps back a node keeps where its values came from. Explain
+/// follows a value back this far; a longer story (a value passed along a
+/// chain of hundreds of components) would make every record along the
+/// chain carry the chain, and nest deeper than a state file may.
+pub const MAX_VIA_DEPTH: usize = 24;
+
+/// `inputs` with where each value came from kept `depth` steps back at
+/// most. Only values are keyed, so this changes no key.
+pub fn bounded(inputs: &Inputs, depth: usize) -> Inputs {
+    inputs
+        .iter()
+        .map(|(name, input)| {
+            let via = if depth == 0 {
+                Arc::default()
+            } else if !deeper_than(input, depth) {
+                input.via.clone()
+            } else {
+                Arc::new(bounded(&input.via, depth - 1))
+            };
+            (
+                name.clone(),
+                Input {
+                    via,
+                    ..input.clone()
+                },
+            )
+        })
+        .collect()
+}
+
+/// Whether the story of `input` goes more than `depth` steps back; looks
+/// no further than that.
+fn deeper_than(input: &Input, depth: usize) -> bool {
+    match depth {
+        0 => !input.via.is_empty(),
+        _ => input.via.values().any(|via| deeper_than(via, depth - 1)),
+    }
 }
 
 /// How a sensitive value is shown: `(sensitive, blake3 0123456789ab)`.
@@ -154,4 +197,8 @@ pub fn plain_inputs(pairs: &[(&str, &str)]) -> Inputs {
         .iter()
         .map(|(name, value)| (name.to_string(), Input::plain(*value)))
         .collect()
+}
+
+fn no_via(via: &Arc<BTreeMap<String, Input>>) -> bool {
+    via.is_empty()
 }

@@ -18,7 +18,7 @@ use crate::fingerprint::{node_key, Fingerprint};
 use crate::graph::{
     Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec, Supervises, Watches,
 };
-use crate::provenance::{mask_sensitive, Input, Inputs, Sourced};
+use crate::provenance::{bounded, mask_sensitive, Input, Inputs, Sourced, MAX_VIA_DEPTH};
 use crate::runner::shell_quote;
 use crate::template::{render, ContextVar, TemplateContext};
 
@@ -481,8 +481,9 @@ impl NodeBuilder<'_> {
         action: Action,
         inputs: Inputs,
     ) -> NodeSpec {
-        // Secrets and what was computed from them leave as hashes only.
-        let inputs = mask_sensitive(&inputs);
+        // Secrets and what was computed from them leave as hashes only,
+        // and the story of each value only so far back.
+        let inputs = bounded(&mask_sensitive(&inputs), MAX_VIA_DEPTH);
         let key = node_key(&inputs);
         let confined_to = action
             .target()
