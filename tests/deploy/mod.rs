@@ -977,3 +977,49 @@ fn cargo_install_installs_tack() {
         format!("tack {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// A value passed along a chain of 100 components: the state of the last
+/// ones must still read back (serde_json refuses nesting deeper than 128),
+/// so a second deploy finds everything as it left it.
+#[test]
+fn a_value_passed_along_a_long_chain_keeps_a_state_that_reads_back() {
+    let links = 100;
+    let mut d = Deployment::new();
+    let names: Vec<String> = (0..links).map(|i| format!("c{i}")).collect();
+    d = d.env(
+        "dev",
+        &format!("[hosts]\nlocalhost = {}\n", names.join(", ")),
+    );
+    d = d.component(
+        "c0",
+        "[attributes]\nseed = start\n\n[provide:k0]\nv = {{ seed }}\n",
+    );
+    for i in 1..links {
+        let previous = i - 1;
+        d = d.component(
+            &format!("c{i}"),
+            &format!(
+                "[require:k{previous}]\n\n[provide:k{i}]\nv = {{{{ k{previous}[0].v }}}}\n\n[file:f.txt]\ncontent = {{{{ k{previous}[0].v }}}}\n"
+            ),
+        );
+    }
+    d.tack(&["local", "dev"]).success();
+    assert_eq!(d.read(&format!("work/c{}/f.txt", links - 1)), "start\n");
+    let again = d.tack(&["local", "dev", "--explain"]).success();
+    assert!(!again.stderr.contains("corrupt"), "{again}");
+    assert!(again.stdout.contains("0 updated"), "{again}");
+    d.replace(
+        "components/c0/component.cfg",
+        "seed = start",
+        "seed = changed",
+    );
+    let explained = d
+        .tack(&["explain", "dev", &format!("c{}", links - 1)])
+        .success();
+    assert!(
+        explained
+            .stdout
+            .contains("[provide:k98] v (provided as `k98`): start -> changed"),
+        "{explained}"
+    );
+}
