@@ -104,9 +104,11 @@ fn as_nobody(dir: &Path, script: &str) -> Child {
         .unwrap()
 }
 
-/// Deploys with `--force app` again and again until `RACE` is over;
-/// returns how many deploys ran.
-fn deploy_while_racing(d: &Deployment) -> usize {
+/// Runs `script` as nobody in `work/app` while root deploys with
+/// `--force app` again and again until `RACE` is over, then checks that
+/// nothing reached `outside`.
+fn race(d: &Deployment, script: &str, outside: &Path) {
+    let mut racer = as_nobody(&d.path("work/app"), script);
     let started = Instant::now();
     let mut runs = 0;
     while started.elapsed() < RACE {
@@ -114,7 +116,10 @@ fn deploy_while_racing(d: &Deployment) -> usize {
         d.tack(&["local", "dev", "--force", "app"]);
         runs += 1;
     }
-    runs
+    racer.wait().unwrap();
+    eprintln!("{runs} deploys raced");
+    assert!(runs >= 2, "only {runs} deploys ran");
+    assert!(untouched(outside), "after {runs} deploys");
 }
 
 #[test]
@@ -171,12 +176,7 @@ fn a_temp_file_swapped_for_a_link_never_gets_a_chmod_through_it() {
         secs = RACE.as_secs() + 1,
         precious = precious.display()
     );
-    let mut racer = as_nobody(&d.path("work/app"), &script);
-    let runs = deploy_while_racing(&d);
-    racer.wait().unwrap();
-    eprintln!("{runs} deploys raced");
-    assert!(runs >= 2, "only {runs} deploys ran");
-    assert!(untouched(outside.path()), "after {runs} deploys");
+    race(&d, &script, outside.path());
 }
 
 #[test]
@@ -206,12 +206,7 @@ fn a_directory_exchanged_with_a_symlink_mid_deploy_never_leaks_a_write() {
         outside = outside.path().display(),
         secs = RACE.as_secs() + 1
     );
-    let mut racer = as_nobody(&d.path("work/app"), &script);
-    let runs = deploy_while_racing(&d);
-    racer.wait().unwrap();
-    eprintln!("{runs} deploys raced");
-    assert!(runs >= 2, "only {runs} deploys ran");
-    assert!(untouched(outside.path()), "after {runs} deploys");
+    race(&d, &script, outside.path());
 }
 
 #[test]
