@@ -122,13 +122,28 @@ pub fn mask_sensitive(inputs: &Inputs) -> Inputs {
         .collect()
 }
 
-/// How a sensitive value is shown: `(sensitive, blake3 0123456789ab)`.
+/// The key of the hashes [`mask`] makes: one per deployment, set once
+/// before configuring ([`set_mask_key`]), kept in `.tack/` with mode 0600.
+static MASK_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// Sets the key of [`mask`] for this process; the first call wins, as a
+/// process configures one deployment.
+pub fn set_mask_key(key: [u8; 32]) {
+    let _ = MASK_KEY.set(key);
+}
+
+/// How a sensitive value is kept: `(sensitive, keyed 0123456789abcdef)`, a
+/// blake3 keyed with the deployment's own key. A plain hash of a short
+/// password is reversed by guessing in seconds; this one tells only
+/// whether the value changed, and only to someone holding the key.
+/// Output never shows it ([`crate::reason`] says `changed`).
 pub fn mask(value: &str) -> String {
     if value.starts_with("(sensitive, ") {
         return value.to_string();
     }
-    let hash = blake3::hash(value.as_bytes()).to_hex();
-    format!("(sensitive, blake3 {})", &hash[..12])
+    let key = MASK_KEY.get().copied().unwrap_or([0; 32]);
+    let hash = blake3::keyed_hash(&key, value.as_bytes()).to_hex();
+    format!("(sensitive, keyed {})", &hash[..16])
 }
 
 /// The named inputs of one node, in a stable order.

@@ -24,7 +24,9 @@ pub enum Reason {
     /// A named input differs from the one last applied.
     InputChanged {
         name: String,
+        #[serde(serialize_with = "shown_input")]
         old: Option<Box<Input>>,
+        #[serde(serialize_with = "shown_input")]
         new: Option<Box<Input>>,
     },
     /// The target is not what tack left there.
@@ -38,6 +40,31 @@ pub enum Reason {
     RestartedOutside { old: i32, new: i32 },
     /// Inputs changed, but what the node deploys is the same.
     OutputUnchanged,
+}
+
+/// An input as a report shows it: a secret's value and its hash become
+/// `(secret)` everywhere in it, as in the text output.
+fn shown_input<S: serde::Serializer>(
+    input: &Option<Box<Input>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    fn hide(input: &Input) -> Input {
+        Input {
+            value: if input.is_sensitive() {
+                "(secret)".to_string()
+            } else {
+                input.value.clone()
+            },
+            origin: input.origin.clone(),
+            via: input
+                .via
+                .iter()
+                .map(|(k, v)| (k.clone(), hide(v)))
+                .collect(),
+            sensitive: input.sensitive,
+        }
+    }
+    input.as_deref().map(hide).serialize(serializer)
 }
 
 /// The input changes between what was applied and what is configured now.
@@ -230,6 +257,18 @@ fn render_change(
         return;
     }
     let origin = new.or(old).and_then(|input| input.origin.as_ref());
+    if new.or(old).is_some_and(Input::is_sensitive) {
+        // Neither a secret nor its hash is shown: a hash of a short
+        // password gives it away. Where it changed is enough to act on.
+        let what = match (name.strip_prefix("var "), origin) {
+            (Some(var), Some(origin)) => format!("secret {var} ({})", origin.file),
+            (Some(var), None) => format!("secret {var}"),
+            (None, Some(origin)) => format!("{name} ({})", origin.file),
+            (None, None) => name.to_string(),
+        };
+        line(out, indent, &format!("{what}: changed"));
+        return;
+    }
     let what = match (name.strip_prefix("var "), origin) {
         // A value a person wrote: show it where they wrote it.
         (_, Some(origin)) if origin.key.is_some() => origin.to_string(),

@@ -43,6 +43,9 @@ pub struct NodeBuilder<'a> {
     pub context: &'a Arc<TemplateContext>,
     pub workdir: PathBuf,
     pub work_dir_setting: &'a str,
+    /// The environment, whose `secrets/ENV/NAME.age` a `secret:NAME`
+    /// source names.
+    pub environment: &'a str,
 }
 
 impl NodeBuilder<'_> {
@@ -535,7 +538,12 @@ impl NodeBuilder<'_> {
         resource: &ResourceDef,
         inputs: &mut Inputs,
     ) -> Result<Vec<u8>, ConfigError> {
-        let template = resource.flag("template", true)?;
+        let secret_source = resource
+            .field("source")
+            .and_then(|source| source.value.strip_prefix("secret:"));
+        // An encrypted file (a TLS key, a keytab) is deployed as it is
+        // unless asked otherwise.
+        let template = resource.flag("template", secret_source.is_none())?;
         inputs.insert("template".into(), Input::plain(template.to_string()));
         let (raw, origin) = if let Some(content) = resource.field("content") {
             inputs.insert(
@@ -547,6 +555,23 @@ impl NodeBuilder<'_> {
                 text.push(b'\n');
             }
             (text, content.location.clone())
+        } else if let Some(name) = secret_source {
+            let at = resource
+                .field("source")
+                .map_or(&resource.location, |f| &f.location);
+            let path = crate::secrets::secret_file(self.environment, name.trim());
+            let bytes = self.db.source(&path).contents(self.db).clone().ok_or_else(|| {
+                ConfigError::new(
+                    at.clone(),
+                    format!("secret file `{path}` does not exist; make it with `tack secrets edit {} --file {}`", self.environment, name.trim()),
+                )
+            })?;
+            let hash = Fingerprint::of_bytes(&bytes);
+            inputs.insert(
+                "source".into(),
+                Input::at(format!("blake3 {hash}"), Location::file(&path)).secret(true),
+            );
+            (bytes.to_vec(), Location::file(&path))
         } else {
             let (name, at) = match resource.field("source") {
                 Some(source) => (source.value.clone(), source.location.clone()),
