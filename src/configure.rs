@@ -699,6 +699,9 @@ pub fn assemble(
                     let after = Input::plain(dep.output.to_hex()).with_via(dep.inputs.clone());
                     node.inputs.insert(format!("after {}", dep.display), after);
                 }
+                if node.inputs.values().any(Input::is_sensitive) {
+                    node.holds_secrets();
+                }
                 node.key = node_key(&node.inputs);
                 node.output = node.key;
             }

@@ -146,6 +146,55 @@ pub fn mask(value: &str) -> String {
     format!("(sensitive, keyed {})", &hash[..16])
 }
 
+/// The clear values of the secrets something read, to cut out of any text
+/// it reports: an error next to a secret, the output of a failed step
+/// that printed one. Its `Debug` shows only how many there are.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Redactions(Vec<String>);
+
+impl std::fmt::Debug for Redactions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactions({})", self.0.len())
+    }
+}
+
+impl Redactions {
+    /// Every sensitive value in `inputs`, and in what they came from.
+    pub fn of<'a>(inputs: impl IntoIterator<Item = &'a Input>) -> Redactions {
+        fn collect(input: &Input, into: &mut Vec<String>) {
+            if input.sensitive && !input.value.is_empty() {
+                into.push(input.value.clone());
+            }
+            for via in input.via.values() {
+                collect(via, into);
+            }
+        }
+        let mut values = Vec::new();
+        for input in inputs {
+            collect(input, &mut values);
+        }
+        // Longest first, so a value containing another is cut whole.
+        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        values.dedup();
+        Redactions(values)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `text` with every secret value replaced by `(secret)`.
+    pub fn apply(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for value in &self.0 {
+            if text.contains(value.as_str()) {
+                text = text.replace(value.as_str(), "(secret)");
+            }
+        }
+        text
+    }
+}
+
 /// The named inputs of one node, in a stable order.
 pub type Inputs = BTreeMap<String, Input>;
 

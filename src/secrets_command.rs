@@ -95,9 +95,11 @@ fn edit(root: &Path, target: &str, args: &SecretsArgs) -> Result<()> {
             file.write_all(&before)
         })
         .map_err(|error| Error::io("write", &clear_path, error))?;
-    let editor = std::env::var("VISUAL")
-        .or_else(|_| std::env::var("EDITOR"))
-        .unwrap_or_else(|_| "vi".to_string());
+    let editor = ["VISUAL", "EDITOR"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|editor| !editor.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_string());
     // `$EDITOR` may hold arguments (`code --wait`), as shells expand it.
     let status = std::process::Command::new("/bin/sh")
         .arg("-c")

@@ -18,7 +18,7 @@ use crate::fingerprint::{node_key, Fingerprint};
 use crate::graph::{
     Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec, Supervises, Watches,
 };
-use crate::provenance::{mask_sensitive, Input, Inputs, Sourced};
+use crate::provenance::{mask_sensitive, Input, Inputs, Redactions, Sourced};
 use crate::runner::shell_quote;
 use crate::template::{render, ContextVar, TemplateContext};
 
@@ -108,6 +108,7 @@ impl NodeBuilder<'_> {
                 let start = self
                     .rendered(resource, "start", &mut inputs)?
                     .unwrap_or_default();
+                self.no_secret_in_argv(resource, "start", &inputs)?;
                 let pidfile = self
                     .rendered(resource, "pidfile", &mut inputs)?
                     .unwrap_or_default();
@@ -127,6 +128,7 @@ impl NodeBuilder<'_> {
                                 let at = resource
                                     .field("reload")
                                     .map_or(&resource.location, |f| &f.location);
+                                let name = Redactions::of(inputs.values()).apply(&name);
                                 return Err(ConfigError::new(
                                     at.clone(),
                                     format!("unknown signal `{name}`; write e.g. `signal:HUP`"),
@@ -134,7 +136,10 @@ impl NodeBuilder<'_> {
                             }
                             Reload::Signal(name)
                         }
-                        None => Reload::Command(reload),
+                        None => {
+                            self.no_secret_in_argv(resource, "reload", &inputs)?;
+                            Reload::Command(reload)
+                        }
                     },
                 };
                 let timeout_secs = timeout(resource, SERVICE_TIMEOUT_SECS)?;
@@ -356,6 +361,7 @@ impl NodeBuilder<'_> {
         inputs: &mut Inputs,
     ) -> Result<CommandSpec, ConfigError> {
         let run = self.rendered(resource, "run", inputs)?.unwrap_or_default();
+        self.no_secret_in_argv(resource, "run", inputs)?;
         let cwd = match self.rendered(resource, "cwd", inputs)? {
             Some(cwd) => {
                 let at = resource
@@ -379,6 +385,7 @@ impl NodeBuilder<'_> {
                 let at = resource
                     .field("env")
                     .map_or(&resource.location, |f| &f.location);
+                let line = Redactions::of(inputs.values()).apply(line);
                 return Err(ConfigError::new(
                     at.clone(),
                     format!("`{line}` is not NAME=VALUE"),
@@ -471,7 +478,9 @@ impl NodeBuilder<'_> {
         };
         let mut node = self.make(id, display, kind.is_barrier(), action, inputs);
         node.watches = watches;
-        node.sensitive |= sensitive;
+        if sensitive {
+            node.holds_secrets();
+        }
         node
     }
 
@@ -484,6 +493,7 @@ impl NodeBuilder<'_> {
         action: Action,
         inputs: Inputs,
     ) -> NodeSpec {
+        let redact = Redactions::of(inputs.values());
         // Secrets and what was computed from them leave as hashes only.
         let inputs = mask_sensitive(&inputs);
         let key = node_key(&inputs);
@@ -496,7 +506,7 @@ impl NodeBuilder<'_> {
         } else {
             action.output(confined_to.as_deref())
         };
-        NodeSpec {
+        let mut node = NodeSpec {
             id,
             component: self.def.name.clone(),
             confined_to,
@@ -506,10 +516,48 @@ impl NodeBuilder<'_> {
             barrier,
             watches: Watches::Above,
             action,
-            sensitive: inputs.values().any(|input| input.sensitive),
+            sensitive: false,
+            redact,
             inputs,
             deps: Vec::new(),
+        };
+        if node.inputs.values().any(|input| input.sensitive) {
+            node.holds_secrets();
         }
+        node
+    }
+
+    /// A command line is in the process arguments, which every user of
+    /// the machine can read (`ps`): a secret must reach a command through
+    /// its environment instead.
+    fn no_secret_in_argv(
+        &self,
+        resource: &ResourceDef,
+        key: &str,
+        inputs: &Inputs,
+    ) -> Result<(), ConfigError> {
+        let Some(field) = resource.field(key) else {
+            return Ok(());
+        };
+        if !inputs.get(key).is_some_and(Input::is_sensitive) {
+            return Ok(());
+        }
+        let secrets: Vec<&str> = inputs
+            .iter()
+            .filter(|(_, input)| input.sensitive)
+            .filter_map(|(name, _)| name.strip_prefix("var "))
+            .filter(|var| field.value.contains(*var))
+            .collect();
+        let named = secrets.first().copied().unwrap_or("password");
+        Err(ConfigError::new(
+            field.location.clone(),
+            format!(
+                "`{key}` renders the secret `{}`: a command line can be read by every user \
+                 of the machine (`ps`); pass it in the environment instead \
+                 (`env = SECRET={{{{ {named} }}}}` on a [command], then \"$SECRET\")",
+                secrets.join("`, `")
+            ),
+        ))
     }
 
     /// Renders the field `key` as a template, recording it and the
