@@ -337,6 +337,22 @@ fn a_changed_secret_redeploys_its_file_and_explain_names_it_without_the_value() 
         d.read("work/app/app.ini"),
         "password = another-SECRET-0815\n"
     );
+    // The change reconfigured what reads secrets, not every component, and
+    // the next run is a no-op on the fast path.
+    assert!(
+        out.stdout
+            .contains("Configuring 1 of 1 components (changed: app)"),
+        "{out}"
+    );
+    let out = tack_as(
+        &d,
+        &["local", "dev", "--explain"],
+        Some(&identity),
+        keys.path(),
+    )
+    .success();
+    assert!(!out.stdout.contains("Configuring"), "{out}");
+    assert_eq!(out.updated(), set(&[]), "{out}");
 }
 
 #[test]
