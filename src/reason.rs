@@ -257,18 +257,6 @@ fn render_change(
         return;
     }
     let origin = new.or(old).and_then(|input| input.origin.as_ref());
-    if new.or(old).is_some_and(Input::is_sensitive) {
-        // Neither a secret nor its hash is shown: a hash of a short
-        // password gives it away. Where it changed is enough to act on.
-        let what = match (name.strip_prefix("var "), origin) {
-            (Some(var), Some(origin)) => format!("secret {var} ({})", origin.file),
-            (Some(var), None) => format!("secret {var}"),
-            (None, Some(origin)) => format!("{name} ({})", origin.file),
-            (None, None) => name.to_string(),
-        };
-        line(out, indent, &format!("{what}: changed"));
-        return;
-    }
     let what = match (name.strip_prefix("var "), origin) {
         // A value a person wrote: show it where they wrote it.
         (_, Some(origin)) if origin.key.is_some() => origin.to_string(),
@@ -284,12 +272,24 @@ fn render_change(
         },
         _ => what,
     };
-    match line_diff(&format!("{indent}    "), old, new) {
-        Some(diff) => {
-            line(out, indent, &format!("{label}:"));
-            out.push_str(&diff);
+    if new.or(old).is_some_and(Input::is_sensitive) {
+        // Neither a secret nor its hash is shown: a hash of a short
+        // password gives it away. Where it changed is enough to act on.
+        let label = match (name.strip_prefix("var "), origin) {
+            (Some(var), Some(origin)) if !var.contains('[') => {
+                format!("secret {var} ({})", origin.file)
+            }
+            _ => label,
+        };
+        line(out, indent, &format!("{label}: changed"));
+    } else {
+        match line_diff(&format!("{indent}    "), old, new) {
+            Some(diff) => {
+                line(out, indent, &format!("{label}:"));
+                out.push_str(&diff);
+            }
+            None => line(out, indent, &format!("{label}: {}", contrast(old, new))),
         }
-        None => line(out, indent, &format!("{label}: {}", contrast(old, new))),
     }
     if let (Some(old), Some(new)) = (old, new) {
         render_via(out, indent, old, new);

@@ -8,7 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::cli::{SecretsArgs, SecretsCommand};
-use crate::error::{Error, Result};
+use crate::component::ComponentDef;
+use crate::error::{ConfigError, Error, Result};
 use crate::secrets::{self, Identities};
 
 /// What a new `secrets/ENV.cfg.age` starts as in the editor.
@@ -121,7 +122,7 @@ fn edit(root: &Path, target: &str, args: &SecretsArgs) -> Result<()> {
         return Ok(());
     }
     if target.ends_with(".cfg.age") {
-        secrets::parse_env_file(target, &after).map_err(|error| {
+        check_env_file(root, target, &after).map_err(|error| {
             Error::Usage(format!(
                 "{error}; `{target}` is unchanged, the edit is discarded"
             ))
@@ -130,6 +131,41 @@ fn edit(root: &Path, target: &str, args: &SecretsArgs) -> Result<()> {
     let sealed = secrets::encrypt(&after, &recipients)?;
     crate::atomic::write_atomically(&root.join(target), &sealed, 0o644, true)?;
     crate::outln!("{target}: encrypted to {} recipient(s)", recipients.len());
+    Ok(())
+}
+
+/// Checks an edited `secrets/ENV.cfg.age` as a deploy would: every section
+/// names a component, every key one of its `[secrets]`.
+fn check_env_file(root: &Path, file: &str, clear: &[u8]) -> Result<(), ConfigError> {
+    let doc = secrets::parse_env_file(file, clear)?;
+    for section in &doc.sections {
+        let name = section.name.trim_start_matches("component:");
+        let cfg = format!("components/{name}/component.cfg");
+        let text = std::fs::read_to_string(root.join(&cfg)).map_err(|_| {
+            ConfigError::new(
+                section.location(file),
+                format!("there is no component `{name}` (`{cfg}`)"),
+            )
+        })?;
+        let def = ComponentDef::parse(name, &cfg, &text)?;
+        for entry in &section.entries {
+            if !def.secrets.contains(&entry.key) {
+                let known: Vec<&str> = def.secrets.iter().map(String::as_str).collect();
+                return Err(ConfigError::new(
+                    section.location(file).key(&entry.key, entry.line),
+                    format!(
+                        "component `{name}` has no secret `{}` (its [secrets]: {})",
+                        entry.key,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -542,19 +542,19 @@ impl NodeBuilder<'_> {
         if !inputs.get(key).is_some_and(Input::is_sensitive) {
             return Ok(());
         }
-        let secrets: Vec<&str> = inputs
+        let mut secrets: Vec<&str> = inputs
             .iter()
-            .filter(|(_, input)| input.sensitive)
+            .filter(|(_, input)| input.is_sensitive())
             .filter_map(|(name, _)| name.strip_prefix("var "))
             .filter(|var| field.value.contains(*var))
             .collect();
-        let named = secrets.first().copied().unwrap_or("password");
+        secrets.dedup();
         Err(ConfigError::new(
             field.location.clone(),
             format!(
                 "`{key}` renders the secret `{}`: a command line can be read by every user \
-                 of the machine (`ps`); pass it in the environment instead \
-                 (`env = SECRET={{{{ {named} }}}}` on a [command], then \"$SECRET\")",
+                 of the machine (`ps`); pass it in the environment instead (`env = \
+                 SECRET=...` of a [command], then \"$SECRET\") or in a file the program reads",
                 secrets.join("`, `")
             ),
         ))

@@ -617,3 +617,33 @@ fn a_command_line_rendering_a_secret_is_refused() {
         &["`start` renders the secret `password`"],
     );
 }
+
+#[test]
+fn an_edit_naming_an_undeclared_secret_is_discarded() {
+    let keys = keys_dir();
+    let (d, identity) = app_with_secret(keys.path());
+    let before = std::fs::read(d.path("secrets/dev.cfg.age")).unwrap();
+    let editor = editor_script(keys.path(), "sed -i 's/^password/pasword/' \"$1\"");
+    let out = d
+        .tack_with_env(
+            &["secrets", "edit", "dev"],
+            &[
+                ("EDITOR", editor.to_str().unwrap()),
+                ("VISUAL", ""),
+                ("TACK_AGE_IDENTITY", identity.to_str().unwrap()),
+            ],
+        )
+        .0;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains(
+            "secrets/dev.cfg.age:2 [component:app] pasword: component `app` has no secret `pasword`"
+        ),
+        "{out}"
+    );
+    assert!(!out.stderr.contains(PASSWORD), "{out}");
+    assert_eq!(
+        std::fs::read(d.path("secrets/dev.cfg.age")).unwrap(),
+        before
+    );
+}
