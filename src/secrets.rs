@@ -76,7 +76,12 @@ impl Identities {
         }
         if let Some(value) = std::env::var_os(IDENTITY_VAR).filter(|v| !v.is_empty()) {
             let text = value.to_string_lossy();
-            if text.trim_start().starts_with("AGE-SECRET-KEY-") {
+            // A CI system hands a secret over as the variable's value: the
+            // key itself, which must never be echoed back as a file name.
+            if text.contains("AGE-SECRET-KEY-")
+                || text.contains("PRIVATE KEY")
+                || text.contains('\n')
+            {
                 found.add_text(&text, &format!("{IDENTITY_VAR} (the identity itself)"))?;
             } else {
                 found.add_file(Path::new(&value), IDENTITY_VAR, true)?;

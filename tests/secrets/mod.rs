@@ -647,3 +647,25 @@ fn an_edit_naming_an_undeclared_secret_is_discarded() {
         before
     );
 }
+
+#[test]
+fn tack_age_identity_may_hold_the_identity_itself_as_a_ci_secret_does() {
+    let keys = keys_dir();
+    let (d, identity) = app_with_secret(keys.path());
+    let key = std::fs::read_to_string(&identity).unwrap();
+    let out = d
+        .tack_with_env(
+            &["local", "dev"],
+            &[
+                ("TACK_AGE_IDENTITY", key.as_str()),
+                ("HOME", keys.path().to_str().unwrap()),
+            ],
+        )
+        .0
+        .success();
+    assert!(!printed(&out).contains("AGE-SECRET-KEY"), "{out}");
+    assert_eq!(
+        d.read("work/app/app.ini"),
+        format!("password = {PASSWORD}\n")
+    );
+}
