@@ -170,7 +170,9 @@ pub fn decrypt(root: &Path, file: &str, identities: &Identities) -> Result<Vec<u
             format!("cannot decrypt: {why}; the file is damaged or was changed by hand"),
         )
     };
-    let decryptor = age::Decryptor::new_buffered(&bytes[..])
+    // `age -a` writes ASCII armor, which some teams commit for readable
+    // diffs; binary files pass through the armor reader unchanged.
+    let decryptor = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(&bytes[..]))
         .map_err(|error| damaged(&format!("not an age file ({error})")))?;
     let mut reader = decryptor
         .decrypt(

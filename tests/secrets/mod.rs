@@ -669,3 +669,22 @@ fn tack_age_identity_may_hold_the_identity_itself_as_a_ci_secret_does() {
         format!("password = {PASSWORD}\n")
     );
 }
+
+#[test]
+fn tack_reads_an_armored_file_of_the_age_cli() {
+    let keys = keys_dir();
+    let (d, identity) = app_with_secret(keys.path());
+    let recipients = d.path("secrets/recipients.txt");
+    let armored = program(
+        "age",
+        &["-a", "-R", recipients.to_str().unwrap()],
+        format!("[component:app]\npassword = {PASSWORD}\n").as_bytes(),
+    );
+    assert!(armored.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"));
+    std::fs::write(d.path("secrets/dev.cfg.age"), armored).unwrap();
+    tack_as(&d, &["local", "dev"], Some(&identity), keys.path()).success();
+    assert_eq!(
+        d.read("work/app/app.ini"),
+        format!("password = {PASSWORD}\n")
+    );
+}
