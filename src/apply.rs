@@ -65,6 +65,8 @@ pub fn apply(
     progress: &dyn Fn(Duration),
 ) -> Result<Applied, String> {
     let result = apply_action(node, decision, last, steps, progress);
+    // A failed step may have printed a secret it was given.
+    let result = result.map_err(|error| node.redact.apply(&error));
     match (&node.action, node.sensitive) {
         // A failing step's message quotes its command: not one that holds
         // a secret.

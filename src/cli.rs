@@ -33,6 +33,49 @@ pub enum Command {
         #[arg(value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
+    /// Edit, show and re-encrypt the age-encrypted secrets of `secrets/`.
+    Secrets(SecretsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretsArgs {
+    #[command(subcommand)]
+    pub command: SecretsCommand,
+    /// The deployment directory.
+    #[arg(
+        short = 'C',
+        long = "directory",
+        value_name = "DIR",
+        default_value = ".",
+        global = true
+    )]
+    pub dir: PathBuf,
+    /// Decrypt with the age identities (or ssh key) in FILE (default:
+    /// `TACK_AGE_IDENTITY`, else `~/.ssh/id_ed25519`, `~/.ssh/id_rsa`).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub identity: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Decrypt ENV's secrets into a private temporary file, run `$EDITOR`,
+    /// check the result and encrypt it to every recipient.
+    Edit {
+        env: String,
+        /// Edit `secrets/ENV/NAME.age` (used as `source = secret:NAME`).
+        #[arg(long, value_name = "NAME")]
+        file: Option<String>,
+    },
+    /// Print ENV's decrypted secrets.
+    Show {
+        env: String,
+        /// Print `secrets/ENV/NAME.age`.
+        #[arg(long, value_name = "NAME")]
+        file: Option<String>,
+    },
+    /// Encrypt ENV's secrets (every environment's without ENV) again to
+    /// the recipients now in `secrets/recipients.txt`.
+    Reencrypt { env: Option<String> },
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +142,10 @@ pub struct Target {
     /// this machine, or every host with `connect_method = local`).
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+    /// Decrypt `secrets/` with the age identities (or ssh key) in FILE
+    /// (default: `TACK_AGE_IDENTITY`, else `~/.ssh/id_ed25519`, `~/.ssh/id_rsa`).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -102,6 +102,27 @@ pub fn attributes(
             merged.insert(name.clone(), value.clone());
         }
     }
+    let secrets_file = crate::secrets::env_file(deployment.environment(db));
+    if let Some(clear) = db.source(&secrets_file).contents(db) {
+        let values = crate::secrets::component_values(&secrets_file, clear, &component)?;
+        for (name, value) in values {
+            if !def.secrets.contains(&name) {
+                let known: Vec<&str> = def.secrets.iter().map(String::as_str).collect();
+                return Err(ConfigError::new(
+                    value.location.clone(),
+                    format!(
+                        "component `{component}` has no secret `{name}` (its [secrets]: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            merged.insert(name, value);
+        }
+    }
     Ok(Arc::new(merged))
 }
 
@@ -526,6 +547,7 @@ pub fn component_nodes(
         context: &context,
         workdir: workdir(db, deployment, &env, &component),
         work_dir_setting: &env.work_dir,
+        environment: &env.name,
     };
     let mut nodes: Vec<NodeSpec> = Vec::new();
     let mut edges = LocalEdges::default();
@@ -676,6 +698,9 @@ pub fn assemble(
                     }
                     let after = Input::plain(dep.output.to_hex()).with_via(dep.inputs.clone());
                     node.inputs.insert(format!("after {}", dep.display), after);
+                }
+                if node.inputs.values().any(Input::is_sensitive) {
+                    node.holds_secrets();
                 }
                 node.key = node_key(&node.inputs);
                 node.output = node.key;

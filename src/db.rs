@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use salsa::Setter;
 
 use crate::configure::Wiring;
+use crate::secrets::{self, Unlocked};
 
 /// A file of the deployment, by its path relative to the deployment root
 /// (`/`-separated, as written in config files and messages).
@@ -55,6 +56,9 @@ pub struct Database {
     /// path can tell later whether what is on disk is what was read.
     stats: Arc<Mutex<HashMap<String, Option<FileStat>>>>,
     executed: Option<Arc<Mutex<Vec<String>>>>,
+    /// The clear text of the environment's encrypted secrets, read in
+    /// place of the files: configuring never sees ciphertext.
+    secrets: Arc<Unlocked>,
 }
 
 /// Size, mtime, ctime and inode: a file whose stat is unchanged has the
@@ -113,6 +117,16 @@ impl Database {
             files: Arc::default(),
             stats: Arc::default(),
             executed: None,
+            secrets: Arc::default(),
+        }
+    }
+
+    /// A database that reads the decrypted `secrets` in place of the
+    /// encrypted files they came from.
+    pub fn with_secrets(root: &Path, secrets: Arc<Unlocked>) -> Database {
+        Database {
+            secrets,
+            ..Database::new(root)
         }
     }
 
@@ -134,6 +148,7 @@ impl Database {
             files: Arc::default(),
             stats: Arc::default(),
             executed: Some(executed),
+            secrets: Arc::default(),
         }
     }
 
@@ -161,11 +176,20 @@ impl Database {
 
     /// Rereads `path` from disk, starting a new revision if it changed.
     pub fn reload(&mut self, path: &str) {
-        let contents = read(&self.root, path);
+        let contents = self.read(path);
         let file = self.source(path);
         if file.contents(self) != &contents {
             file.set_contents(self).to(contents);
         }
+    }
+
+    /// The bytes of `path`; an encrypted secret only as its clear text,
+    /// and as missing when it was not unlocked.
+    fn read(&self, path: &str) -> Option<Arc<[u8]>> {
+        if secrets::is_encrypted(path) {
+            return self.secrets.get(path);
+        }
+        read(&self.root, path)
     }
 }
 
@@ -190,7 +214,7 @@ impl Db for Database {
             return *file;
         }
         let stat = FileStat::of(&self.root.join(path));
-        let file = SourceFile::new(self, path.to_string(), read(&self.root, path));
+        let file = SourceFile::new(self, path.to_string(), self.read(path));
         files.insert(path.to_string(), file);
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.insert(path.to_string(), stat);

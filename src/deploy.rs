@@ -51,6 +51,11 @@ pub struct Options {
     /// When the run began: a host's summary says how long the run took
     /// until that host was done, configuring included.
     pub started: Instant,
+    /// The environment's encrypted secrets, decrypted before configuring.
+    pub secrets: std::sync::Arc<crate::secrets::Unlocked>,
+    /// The key of the hashes of secrets recorded in state; kept in
+    /// `.tack/` by the first deploy that records one.
+    pub mask_key: [u8; 32],
 }
 
 impl Options {
@@ -150,6 +155,9 @@ pub fn deploy_host(
         Scope::Whole { .. } => None,
         Scope::Part { untouched } => Some(untouched),
     };
+    if !options.dry_run && graph.nodes.iter().any(|node| node.sensitive) {
+        crate::secrets::save_mask_key(&options.root, &options.mask_key)?;
+    }
     let phase = crate::timings::phase("load state", started);
     for warning in warnings {
         eprintln!("warning: {warning}");

@@ -111,6 +111,10 @@ pub enum Error {
     },
     #[error("{0}")]
     Usage(String),
+    /// An encrypted secret that cannot be read or written; the message
+    /// never holds a secret's value.
+    #[error("`{file}`: {message}")]
+    Secret { file: String, message: String },
     #[error("{failed} node(s) failed, {skipped} skipped")]
     NodesFailed { failed: usize, skipped: usize },
     /// Something failed after nodes had changed the host: not the exit

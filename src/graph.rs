@@ -36,8 +36,22 @@ pub struct NodeSpec {
     /// through a symlink between it and the target.
     pub confined_to: Option<PathBuf>,
     pub sensitive: bool,
+    /// The clear secrets this node read, cut out of whatever it reports.
+    pub redact: crate::provenance::Redactions,
     /// Indexes into [`HostGraph::nodes`] of the nodes this one waits for.
     pub deps: Vec<usize>,
+}
+
+impl NodeSpec {
+    /// Marks the node as reading a secret: its output is never shown and
+    /// never goes into the step cache, whose blobs other users can read
+    /// and whose archives leave the machine.
+    pub fn holds_secrets(&mut self) {
+        self.sensitive = true;
+        if let Action::Command(spec) | Action::Buildout { run: spec, .. } = &mut self.action {
+            spec.cacheable = false;
+        }
+    }
 }
 
 /// The dependencies whose outputs are part of a barrier's key. Every

@@ -415,7 +415,7 @@ fn configure_part(
         }
     }
 
-    let db = Database::new(&options.root);
+    let db = Database::with_secrets(&options.root, options.secrets.clone());
     let deployment = Deployment::new(
         &db,
         options.root.clone(),

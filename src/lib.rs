@@ -30,6 +30,8 @@ pub mod prune;
 pub mod reason;
 pub mod report;
 pub mod runner;
+pub mod secrets;
+pub mod secrets_command;
 pub mod selection;
 pub mod state;
 pub mod status_line;
@@ -107,9 +109,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             report::write_out(format_args!("{}", String::from_utf8_lossy(&script)))?;
             Ok(())
         }
+        Command::Secrets(args) => secrets_command::run(&args),
         Command::Graph(args) => {
-            let root = deployment_root(&args.target)?;
-            for graph in configure_all(&root, &args.target)?.graphs {
+            let options = options(&args.target, true, false, false)?;
+            for graph in configure_all(&options, &args.target)?.graphs {
                 report::write_out(format_args!("{}", graph.to_dot()))?;
             }
             Ok(())
@@ -125,9 +128,17 @@ fn deployment_root(target: &Target) -> Result<PathBuf> {
         .map_err(|error| Error::io("open deployment directory", &target.dir, error))
 }
 
+/// Options of a run; decrypts the environment's secrets first, so a
+/// missing identity or a tampered file stops tack before it writes.
 fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<Options> {
+    let root = deployment_root(target)?;
+    let secrets = secrets::Unlocked::open(&root, &target.env, target.identity.as_deref())?;
+    let mask_key = secrets::mask_key(&root)?;
+    provenance::set_mask_key(mask_key);
     Ok(Options {
-        root: deployment_root(target)?,
+        secrets: Arc::new(secrets),
+        mask_key,
+        root,
         environment: target.env.clone(),
         dry_run,
         explain,
@@ -197,7 +208,7 @@ fn deploy_configured(
 ) -> Result<Vec<HostReport>> {
     let started = std::time::Instant::now();
     let before = manifest::clock();
-    let configured = configure_all(&options.root, target)?;
+    let configured = configure_all(options, target)?;
     let nodes = configured
         .graphs
         .iter()
@@ -279,8 +290,9 @@ struct Configured {
     deployment: Deployment,
 }
 
-fn configure_all(root: &Path, target: &Target) -> Result<Configured> {
-    let db = Database::new(root);
+fn configure_all(options: &Options, target: &Target) -> Result<Configured> {
+    let root = &options.root;
+    let db = Database::with_secrets(root, options.secrets.clone());
     let deployment = Deployment::new(&db, root.to_path_buf(), target.env.clone(), None);
     let env = environment_def(&db, deployment)
         .clone()

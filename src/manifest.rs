@@ -296,14 +296,26 @@ pub fn sources_by_component(
     environment_file: &str,
 ) -> Option<BTreeMap<String, Vec<Source>>> {
     let mut grouped: BTreeMap<String, Vec<Source>> = BTreeMap::new();
+    let mut secrets = Vec::new();
     for source in sources {
         if source.0 == environment_file {
+            continue;
+        }
+        // The environment's encrypted secrets may be read by any component
+        // (`[component:NAME]` sections, `source = secret:NAME`): a change
+        // to one reconfigures them all.
+        if crate::secrets::is_encrypted(&source.0) {
+            secrets.push(source.clone());
             continue;
         }
         grouped
             .entry(owner(&source.0)?.to_string())
             .or_default()
             .push(source.clone());
+    }
+    for sources in grouped.values_mut() {
+        sources.extend(secrets.iter().cloned());
+        sources.sort_by(|a, b| a.0.cmp(&b.0));
     }
     Some(grouped)
 }

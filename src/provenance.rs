@@ -165,13 +165,77 @@ fn deeper_than(input: &Input, depth: usize) -> bool {
     }
 }
 
-/// How a sensitive value is shown: `(sensitive, blake3 0123456789ab)`.
+/// The key of the hashes [`mask`] makes: one per deployment, set once
+/// before configuring ([`set_mask_key`]), kept in `.tack/` with mode 0600.
+static MASK_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// Sets the key of [`mask`] for this process; the first call wins, as a
+/// process configures one deployment.
+pub fn set_mask_key(key: [u8; 32]) {
+    let _ = MASK_KEY.set(key);
+}
+
+/// How a sensitive value is kept: `(sensitive, keyed 0123456789abcdef)`, a
+/// blake3 keyed with the deployment's own key. A plain hash of a short
+/// password is reversed by guessing in seconds; this one tells only
+/// whether the value changed, and only to someone holding the key.
+/// Output never shows it ([`crate::reason`] says `changed`).
 pub fn mask(value: &str) -> String {
     if value.starts_with("(sensitive, ") {
         return value.to_string();
     }
-    let hash = blake3::hash(value.as_bytes()).to_hex();
-    format!("(sensitive, blake3 {})", &hash[..12])
+    let key = MASK_KEY.get().copied().unwrap_or([0; 32]);
+    let hash = blake3::keyed_hash(&key, value.as_bytes()).to_hex();
+    format!("(sensitive, keyed {})", &hash[..16])
+}
+
+/// The clear values of the secrets something read, to cut out of any text
+/// it reports: an error next to a secret, the output of a failed step
+/// that printed one. Its `Debug` shows only how many there are.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Redactions(Vec<String>);
+
+impl std::fmt::Debug for Redactions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactions({})", self.0.len())
+    }
+}
+
+impl Redactions {
+    /// Every sensitive value in `inputs`, and in what they came from.
+    pub fn of<'a>(inputs: impl IntoIterator<Item = &'a Input>) -> Redactions {
+        fn collect(input: &Input, into: &mut Vec<String>) {
+            if input.sensitive && !input.value.is_empty() {
+                into.push(input.value.clone());
+            }
+            for via in input.via.values() {
+                collect(via, into);
+            }
+        }
+        let mut values = Vec::new();
+        for input in inputs {
+            collect(input, &mut values);
+        }
+        // Longest first, so a value containing another is cut whole.
+        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        values.dedup();
+        Redactions(values)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `text` with every secret value replaced by `(secret)`.
+    pub fn apply(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for value in &self.0 {
+            if text.contains(value.as_str()) {
+                text = text.replace(value.as_str(), "(secret)");
+            }
+        }
+        text
+    }
 }
 
 /// The named inputs of one node, in a stable order.

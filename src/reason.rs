@@ -24,7 +24,9 @@ pub enum Reason {
     /// A named input differs from the one last applied.
     InputChanged {
         name: String,
+        #[serde(serialize_with = "shown_input")]
         old: Option<Box<Input>>,
+        #[serde(serialize_with = "shown_input")]
         new: Option<Box<Input>>,
     },
     /// The target is not what tack left there.
@@ -38,6 +40,33 @@ pub enum Reason {
     RestartedOutside { old: i32, new: i32 },
     /// Inputs changed, but what the node deploys is the same.
     OutputUnchanged,
+}
+
+/// An input as a report shows it: a secret's value and its hash become
+/// `(secret)` everywhere in it, as in the text output.
+fn shown_input<S: serde::Serializer>(
+    input: &Option<Box<Input>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    fn hide(input: &Input) -> Input {
+        Input {
+            value: if input.is_sensitive() {
+                "(secret)".to_string()
+            } else {
+                input.value.clone()
+            },
+            origin: input.origin.clone(),
+            via: std::sync::Arc::new(
+                input
+                    .via
+                    .iter()
+                    .map(|(k, v)| (k.clone(), hide(v)))
+                    .collect(),
+            ),
+            sensitive: input.sensitive,
+        }
+    }
+    input.as_deref().map(hide).serialize(serializer)
 }
 
 /// The input changes between what was applied and what is configured now.
@@ -245,12 +274,24 @@ fn render_change(
         },
         _ => what,
     };
-    match line_diff(&format!("{indent}    "), old, new) {
-        Some(diff) => {
-            line(out, indent, &format!("{label}:"));
-            out.push_str(&diff);
+    if new.or(old).is_some_and(Input::is_sensitive) {
+        // Neither a secret nor its hash is shown: a hash of a short
+        // password gives it away. Where it changed is enough to act on.
+        let label = match (name.strip_prefix("var "), origin) {
+            (Some(var), Some(origin)) if !var.contains('[') => {
+                format!("secret {var} ({})", origin.file)
+            }
+            _ => label,
+        };
+        line(out, indent, &format!("{label}: changed"));
+    } else {
+        match line_diff(&format!("{indent}    "), old, new) {
+            Some(diff) => {
+                line(out, indent, &format!("{label}:"));
+                out.push_str(&diff);
+            }
+            None => line(out, indent, &format!("{label}: {}", contrast(old, new))),
         }
-        None => line(out, indent, &format!("{label}: {}", contrast(old, new))),
     }
     if let (Some(old), Some(new)) = (old, new) {
         render_via(out, indent, old, new);

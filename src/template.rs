@@ -14,7 +14,7 @@ use minijinja::value::Object;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
 use crate::error::{ConfigError, Location};
-use crate::provenance::{Input, Inputs};
+use crate::provenance::{Input, Inputs, Redactions};
 
 /// What a template can see: attributes, `workdir`, `host`, `environment`,
 /// and each required key as a list of records.
@@ -425,7 +425,26 @@ fn template_error(
             error.detail().unwrap_or(&error.to_string())
         ),
     };
-    ConfigError::new(location, message)
+    // An error may quote what a template read (`{% include password %}`
+    // names the template it could not find by the secret's value).
+    ConfigError::new(location, context.redactions().apply(&message))
+}
+
+impl TemplateContext {
+    /// The secrets in this context, to cut out of an error message.
+    fn redactions(&self) -> Redactions {
+        let mut inputs: Vec<&Input> = Vec::new();
+        for var in self.vars.values() {
+            match var {
+                ContextVar::Text(input) => inputs.push(input),
+                ContextVar::Record(record) => inputs.extend(record.fields.values()),
+                ContextVar::Records(records) => {
+                    inputs.extend(records.iter().flat_map(|record| record.fields.values()))
+                }
+            }
+        }
+        Redactions::of(inputs)
+    }
 }
 
 #[cfg(test)]

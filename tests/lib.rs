@@ -58,6 +58,10 @@ mod agreement;
 /// supervisor.
 mod supervisor;
 
+/// Secrets encrypted with age: interchangeable with the age CLI, refused
+/// without an identity, never in clear outside the files that render them.
+mod secrets;
+
 /// The step cache: restore instead of rerun, verified, shared.
 mod cache;
 

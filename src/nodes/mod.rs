@@ -18,7 +18,9 @@ use crate::fingerprint::{node_key, Fingerprint};
 use crate::graph::{
     Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec, Supervises, Watches,
 };
-use crate::provenance::{bounded, mask_sensitive, Input, Inputs, Sourced, MAX_VIA_DEPTH};
+use crate::provenance::{
+    bounded, mask_sensitive, Input, Inputs, Redactions, Sourced, MAX_VIA_DEPTH,
+};
 use crate::runner::shell_quote;
 use crate::template::{render, ContextVar, TemplateContext};
 
@@ -43,6 +45,9 @@ pub struct NodeBuilder<'a> {
     pub context: &'a Arc<TemplateContext>,
     pub workdir: PathBuf,
     pub work_dir_setting: &'a str,
+    /// The environment, whose `secrets/ENV/NAME.age` a `secret:NAME`
+    /// source names.
+    pub environment: &'a str,
 }
 
 impl NodeBuilder<'_> {
@@ -105,6 +110,7 @@ impl NodeBuilder<'_> {
                 let start = self
                     .rendered(resource, "start", &mut inputs)?
                     .unwrap_or_default();
+                self.no_secret_in_argv(resource, "start", &inputs)?;
                 let pidfile = self
                     .rendered(resource, "pidfile", &mut inputs)?
                     .unwrap_or_default();
@@ -124,6 +130,7 @@ impl NodeBuilder<'_> {
                                 let at = resource
                                     .field("reload")
                                     .map_or(&resource.location, |f| &f.location);
+                                let name = Redactions::of(inputs.values()).apply(&name);
                                 return Err(ConfigError::new(
                                     at.clone(),
                                     format!("unknown signal `{name}`; write e.g. `signal:HUP`"),
@@ -131,7 +138,10 @@ impl NodeBuilder<'_> {
                             }
                             Reload::Signal(name)
                         }
-                        None => Reload::Command(reload),
+                        None => {
+                            self.no_secret_in_argv(resource, "reload", &inputs)?;
+                            Reload::Command(reload)
+                        }
                     },
                 };
                 let timeout_secs = timeout(resource, SERVICE_TIMEOUT_SECS)?;
@@ -353,6 +363,7 @@ impl NodeBuilder<'_> {
         inputs: &mut Inputs,
     ) -> Result<CommandSpec, ConfigError> {
         let run = self.rendered(resource, "run", inputs)?.unwrap_or_default();
+        self.no_secret_in_argv(resource, "run", inputs)?;
         let cwd = match self.rendered(resource, "cwd", inputs)? {
             Some(cwd) => {
                 let at = resource
@@ -376,6 +387,7 @@ impl NodeBuilder<'_> {
                 let at = resource
                     .field("env")
                     .map_or(&resource.location, |f| &f.location);
+                let line = Redactions::of(inputs.values()).apply(line);
                 return Err(ConfigError::new(
                     at.clone(),
                     format!("`{line}` is not NAME=VALUE"),
@@ -468,7 +480,9 @@ impl NodeBuilder<'_> {
         };
         let mut node = self.make(id, display, kind.is_barrier(), action, inputs);
         node.watches = watches;
-        node.sensitive |= sensitive;
+        if sensitive {
+            node.holds_secrets();
+        }
         node
     }
 
@@ -481,6 +495,7 @@ impl NodeBuilder<'_> {
         action: Action,
         inputs: Inputs,
     ) -> NodeSpec {
+        let redact = Redactions::of(inputs.values());
         // Secrets and what was computed from them leave as hashes only,
         // and the story of each value only so far back.
         let inputs = bounded(&mask_sensitive(&inputs), MAX_VIA_DEPTH);
@@ -494,7 +509,7 @@ impl NodeBuilder<'_> {
         } else {
             action.output(confined_to.as_deref())
         };
-        NodeSpec {
+        let mut node = NodeSpec {
             id,
             component: self.def.name.clone(),
             confined_to,
@@ -504,10 +519,48 @@ impl NodeBuilder<'_> {
             barrier,
             watches: Watches::Above,
             action,
-            sensitive: inputs.values().any(|input| input.sensitive),
+            sensitive: false,
+            redact,
             inputs,
             deps: Vec::new(),
+        };
+        if node.inputs.values().any(|input| input.sensitive) {
+            node.holds_secrets();
         }
+        node
+    }
+
+    /// A command line is in the process arguments, which every user of
+    /// the machine can read (`ps`): a secret must reach a command through
+    /// its environment instead.
+    fn no_secret_in_argv(
+        &self,
+        resource: &ResourceDef,
+        key: &str,
+        inputs: &Inputs,
+    ) -> Result<(), ConfigError> {
+        let Some(field) = resource.field(key) else {
+            return Ok(());
+        };
+        if !inputs.get(key).is_some_and(Input::is_sensitive) {
+            return Ok(());
+        }
+        let mut secrets: Vec<&str> = inputs
+            .iter()
+            .filter(|(_, input)| input.is_sensitive())
+            .filter_map(|(name, _)| name.strip_prefix("var "))
+            .filter(|var| field.value.contains(*var))
+            .collect();
+        secrets.dedup();
+        Err(ConfigError::new(
+            field.location.clone(),
+            format!(
+                "`{key}` renders the secret `{}`: a command line can be read by every user \
+                 of the machine (`ps`); pass it in the environment instead (`env = \
+                 SECRET=...` of a [command], then \"$SECRET\") or in a file the program reads",
+                secrets.join("`, `")
+            ),
+        ))
     }
 
     /// Renders the field `key` as a template, recording it and the
@@ -536,7 +589,12 @@ impl NodeBuilder<'_> {
         resource: &ResourceDef,
         inputs: &mut Inputs,
     ) -> Result<Vec<u8>, ConfigError> {
-        let template = resource.flag("template", true)?;
+        let secret_source = resource
+            .field("source")
+            .and_then(|source| source.value.strip_prefix("secret:"));
+        // An encrypted file (a TLS key, a keytab) is deployed as it is
+        // unless asked otherwise.
+        let template = resource.flag("template", secret_source.is_none())?;
         inputs.insert("template".into(), Input::plain(template.to_string()));
         let (raw, origin) = if let Some(content) = resource.field("content") {
             inputs.insert(
@@ -548,6 +606,23 @@ impl NodeBuilder<'_> {
                 text.push(b'\n');
             }
             (text, content.location.clone())
+        } else if let Some(name) = secret_source {
+            let at = resource
+                .field("source")
+                .map_or(&resource.location, |f| &f.location);
+            let path = crate::secrets::secret_file(self.environment, name.trim());
+            let bytes = self.db.source(&path).contents(self.db).clone().ok_or_else(|| {
+                ConfigError::new(
+                    at.clone(),
+                    format!("secret file `{path}` does not exist; make it with `tack secrets edit {} --file {}`", self.environment, name.trim()),
+                )
+            })?;
+            let hash = Fingerprint::of_bytes(&bytes);
+            inputs.insert(
+                "source".into(),
+                Input::at(format!("blake3 {hash}"), Location::file(&path)).secret(true),
+            );
+            (bytes.to_vec(), Location::file(&path))
         } else {
             let (name, at) = match resource.field("source") {
                 Some(source) => (source.value.clone(), source.location.clone()),

@@ -213,7 +213,8 @@ fn a_secret_never_appears_in_output_or_state() {
             content = nothing secret here
 
             [command:check]
-            run = test -n '{% for db in database %}{{ db.url }}{% endfor %}'
+            env = URL={% for db in database %}{{ db.url }}{% endfor %}
+            run = test -n \"$URL\"
             ",
         );
     let mut seen = String::new();
@@ -251,8 +252,12 @@ fn a_secret_never_appears_in_output_or_state() {
         seen.push_str(&output.stderr);
     }
     assert!(
-        seen.contains("(sensitive, blake3 "),
-        "changes are shown as hashes\n{seen}"
+        seen.contains("because secret password (environments/dev.cfg): changed"),
+        "changes are named, never shown\n{seen}"
+    );
+    assert!(
+        !seen.contains("blake3") && !seen.contains("keyed"),
+        "{seen}"
     );
     for secret in ["hunter2", "swordfish"] {
         assert!(
