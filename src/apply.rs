@@ -200,6 +200,7 @@ fn apply_action(
                 _ => BTreeMap::new(),
             };
             let mut warning = None;
+            let starting = std::time::Instant::now();
             let process = match decision.running {
                 Some(process) => reload(spec, process, progress)?,
                 None => {
@@ -207,12 +208,15 @@ fn apply_action(
                     start(spec)?
                 }
             };
+            let waiting =
+                crate::timings::phase(&format!("start or reload {}", node.display), starting);
             if let (Some(supervisord), Some(supervises)) = (&supervisord, &spec.supervises) {
                 supervisord.wait_until_running(
                     &supervises.programs,
                     Duration::from_secs(spec.timeout_secs),
                     &replaced,
                 )?;
+                crate::timings::phase(&format!("wait for RUNNING {}", node.display), waiting);
             }
             Ok(Applied {
                 process: Some(process),
