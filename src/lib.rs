@@ -19,6 +19,7 @@ pub mod fingerprint;
 pub mod graph;
 pub mod incremental;
 pub mod ini_file;
+pub mod interrupt;
 pub mod lock;
 pub mod manifest;
 pub mod nodes;
@@ -56,8 +57,12 @@ use crate::report::Reporter;
 
 /// Runs tack with `args` (program name first) and returns the exit code:
 /// 0 on success, 1 when a node failed, 2 when tack stopped before touching
-/// the host (bad configuration, bad usage).
+/// the host (bad configuration, bad usage), 128 plus the signal's number
+/// when it was interrupted (130 for SIGINT, 143 for SIGTERM).
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    // Before any other thread starts, so that every thread inherits the
+    // blocked signals.
+    interrupt::install();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {

@@ -1,0 +1,150 @@
+//! SIGINT, SIGTERM and SIGHUP: a deploy told to stop stops between
+//! nodes, takes the steps it runs down with it and records them as
+//! unfinished; it never dies with a step still running behind it.
+//!
+//! Steps run in process groups of their own (`runner`), so a Ctrl-C on
+//! the terminal reaches tack and not the step. When tack simply died, its
+//! step ran on, orphaned, and the next deploy started a second copy beside
+//! it. So the three signals are blocked in every thread (the mask is set
+//! by [`install`] before the first thread starts, and threads inherit it)
+//! and one thread waits for them with `sigwait`: no signal handler, no
+//! unsafe code. Children do not inherit the mask: the standard library
+//! clears it in every child it spawns.
+//!
+//! While nodes execute (an [`Executing`] guard is alive), a signal is
+//! recorded and nothing more happens here: the executor starts no new
+//! node, each running step forwards the signal to its process group and
+//! kills the group after [`GRACE`] or at a second signal (`runner`), and
+//! the deploy saves its state, which names those nodes unfinished, and
+//! returns [`Error::Interrupted`](crate::error::Error::Interrupted). At any
+//! other time (configuring, waiting for the deploy lock, reading) nothing
+//! runs that a kill would leave half done, and tack exits at once. Either
+//! way the exit code is 128 plus the signal's number, as shells have it:
+//! 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP.
+//!
+//! Daemons started by `[service]` are not steps: their start command has
+//! returned by the time the service node finishes, nothing here signals
+//! them, and they keep running.
+
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+
+use nix::sys::signal::{SigSet, Signal};
+
+/// How long a step may take to stop after the signal was forwarded to it
+/// before its process group is killed.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// The signals that stop tack.
+const STOPPING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// The first signal received, as its number; 0 for none.
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+/// How many signals were received.
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// How many [`Executing`] guards are alive. The signal thread decides
+/// under this lock, so a guard is either seen or not yet made.
+static EXECUTING: Mutex<usize> = Mutex::new(0);
+
+/// Blocks the stopping signals and starts the thread that waits for them.
+/// Must run before any other thread starts: a thread made earlier keeps
+/// the default disposition, and a signal delivered to it kills tack.
+/// Calling it again does nothing.
+pub fn install() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let mut signals = SigSet::empty();
+        for signal in STOPPING {
+            signals.add(signal);
+        }
+        if let Err(errno) = signals.thread_block() {
+            eprintln!("warning: cannot block SIGINT and SIGTERM ({errno}); an interrupt kills tack and leaves running steps behind");
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || loop {
+                match signals.wait() {
+                    Ok(signal) => received(signal),
+                    Err(errno) => {
+                        eprintln!("warning: cannot wait for signals: {errno}");
+                        return;
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            eprintln!("warning: cannot start the thread that waits for signals: {error}");
+        }
+    });
+}
+
+fn received(signal: Signal) {
+    let executing = EXECUTING.lock().unwrap_or_else(|e| e.into_inner());
+    let first = RECEIVED
+        .compare_exchange(0, signal as i32, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok();
+    let count = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+    if *executing == 0 {
+        eprintln!("interrupted by {}", signal.as_str());
+        std::process::exit(exit_code(signal));
+    }
+    if first {
+        eprintln!(
+            "{}: no new node starts; stopping the running steps (up to {}s; a second signal kills them at once)",
+            signal.as_str(),
+            GRACE.as_secs()
+        );
+    } else if count == 2 {
+        eprintln!("{} again: killing the running steps", signal.as_str());
+    }
+}
+
+/// The signal that interrupted this run, if one did.
+pub fn signal() -> Option<Signal> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        number => Signal::try_from(number).ok(),
+    }
+}
+
+/// Whether a second signal asked not to wait for steps to stop.
+pub fn hurried() -> bool {
+    COUNT.load(Ordering::SeqCst) >= 2
+}
+
+/// What a shell reports for a program ended by `signal`.
+pub fn exit_code(signal: Signal) -> i32 {
+    128 + signal as i32
+}
+
+/// While alive, a signal stops the deploy between nodes instead of ending
+/// tack at once.
+pub struct Executing {
+    _private: (),
+}
+
+impl Executing {
+    pub fn begin() -> Executing {
+        *EXECUTING.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Executing { _private: () }
+    }
+}
+
+impl Drop for Executing {
+    fn drop(&mut self) {
+        *EXECUTING.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_the_shells() {
+        assert_eq!(exit_code(Signal::SIGINT), 130);
+        assert_eq!(exit_code(Signal::SIGTERM), 143);
+        assert_eq!(exit_code(Signal::SIGHUP), 129);
+    }
+}
