@@ -26,6 +26,7 @@
 //! returned by the time the service node finishes, nothing here signals
 //! them, and they keep running.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
@@ -68,13 +69,16 @@ pub fn install() {
                 match signals.wait() {
                     Ok(signal) => received(signal),
                     Err(errno) => {
-                        eprintln!("warning: cannot wait for signals: {errno}");
+                        say(format_args!("warning: cannot wait for signals: {errno}"));
                         return;
                     }
                 }
             });
         if let Err(error) = spawned {
-            eprintln!("warning: cannot start the thread that waits for signals: {error}");
+            // No thread has started yet that could have inherited the
+            // mask: unblocking this one restores the default disposition.
+            let _ = signals.thread_unblock();
+            eprintln!("warning: cannot start the thread that waits for signals ({error}); an interrupt kills tack and leaves running steps behind");
         }
     });
 }
@@ -85,19 +89,26 @@ fn received(signal: Signal) {
         .compare_exchange(0, signal as i32, Ordering::SeqCst, Ordering::SeqCst)
         .is_ok();
     let count = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+    let name = signal.as_str();
     if *executing == 0 {
-        eprintln!("interrupted by {}", signal.as_str());
+        say(format_args!("interrupted by {name}"));
         std::process::exit(exit_code(signal));
     }
     if first {
-        eprintln!(
-            "{}: no new node starts; stopping the running steps (up to {}s; a second signal kills them at once)",
-            signal.as_str(),
+        say(format_args!(
+            "{name}: no new node starts; stopping the running steps (up to {}s; a second signal kills them at once)",
             GRACE.as_secs()
-        );
+        ));
     } else if count == 2 {
-        eprintln!("{} again: killing the running steps", signal.as_str());
+        say(format_args!("{name} again: killing the running steps"));
     }
+}
+
+/// Writes a line to stderr, ignoring failure: after SIGHUP the terminal
+/// may be gone, and `eprintln!` would panic this thread, leaving every
+/// later signal blocked and unanswered.
+fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The signal that interrupted this run, if one did.
