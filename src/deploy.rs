@@ -10,9 +10,9 @@
 //! An interrupt (SIGINT, SIGTERM, SIGHUP; see `interrupt`) while nodes run
 //! is not a kill: no node starts after it, the running steps are stopped,
 //! and the state is saved as at the end of any run, the stopped and
-//! unstarted nodes still marked unfinished. Then the deploy returns
-//! `Error::Interrupted` instead of going on (no prune, no next host, no
-//! manifest).
+//! unstarted nodes still marked unfinished. Its report says so
+//! (`HostReport::interrupted`), and the caller goes no further: no prune,
+//! no next host, no manifest, and `Error::Interrupted` after the report.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -102,6 +102,18 @@ pub struct HostReport {
     /// manifest.
     #[serde(skip)]
     pub state: Option<crate::state::State>,
+    /// The signal that stopped this host's deploy: the caller deploys no
+    /// further host, writes no manifest, and exits as interrupted.
+    #[serde(skip)]
+    pub interrupted: Option<nix::sys::signal::Signal>,
+}
+
+impl HostReport {
+    /// Whether every node it ran finished: only then may a manifest
+    /// vouch for the host.
+    pub fn clean(&self) -> bool {
+        self.summary.failed == 0 && self.summary.skipped == 0 && self.interrupted.is_none()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -440,15 +452,8 @@ pub fn deploy_host(
     }
     crate::timings::phase("save state", phase);
     let mut report = finish(graph, untouched, reporter, nodes, false, options.started);
-    if let Some(signal) = signal {
-        let count = |outcome: &str| report.nodes.iter().filter(|n| n.outcome == outcome).count();
-        return Err(crate::error::Error::Interrupted {
-            signal,
-            stopped: count("interrupted"),
-            not_started: count("not started"),
-        });
-    }
     report.state = Some(state);
+    report.interrupted = signal;
     Ok(report)
 }
 
@@ -569,6 +574,7 @@ fn finish(
         seconds: elapsed.as_secs_f64(),
         nodes,
         state: None,
+        interrupted: None,
     }
 }
 

@@ -167,6 +167,7 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
             deploy_configured(target, options, &reporter_for)?
         }
     };
+    let interrupted = reports.iter().find_map(|report| report.interrupted);
     if json {
         // `tack explain ENV NODE` reports that node; the summary stays the
         // host's, as in the text form.
@@ -178,12 +179,26 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
                 });
             }
         }
-        let report = serde_json::json!({
+        let mut report = serde_json::json!({
             "environment": options.environment,
             "hosts": reports,
         });
+        if let Some(signal) = interrupted {
+            report["interrupted"] = signal.as_str().into();
+        }
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();
         outln!("{text}");
+    }
+    if let Some(signal) = interrupted {
+        let count = |outcome: &str| {
+            let nodes = reports.iter().flat_map(|report| &report.nodes);
+            nodes.filter(|node| node.outcome == outcome).count()
+        };
+        return Err(Error::Interrupted {
+            signal,
+            stopped: count("interrupted"),
+            not_started: count("not started"),
+        });
     }
     let failed: usize = reports.iter().map(|r| r.summary.failed).sum();
     let skipped: usize = reports.iter().map(|r| r.summary.skipped).sum();
@@ -228,12 +243,14 @@ fn deploy_configured(
         };
         let report = deploy_host(graph, scope, options, &reporter)
             .map_err(|error| after_reports(&reports, "their state is saved", error))?;
+        let interrupted = report.interrupted.is_some();
         reports.push(report);
+        if interrupted {
+            break;
+        }
     }
     let started = timings::phase("deploy", started);
-    let clean = reports
-        .iter()
-        .all(|r| r.summary.failed == 0 && r.summary.skipped == 0);
+    let clean = reports.iter().all(HostReport::clean);
     if !options.dry_run && clean {
         let manifest = manifest::of_full_run(
             &configured.db,

@@ -328,3 +328,81 @@ fn a_signal_while_waiting_for_the_lock_exits_at_once() {
     let (first, _) = exited_within(first, Duration::from_secs(20));
     assert_eq!(first.code, 143, "{first}");
 }
+
+#[test]
+fn an_interrupted_json_deploy_still_reports_what_it_stopped() {
+    let d = deployment("");
+    let _cleanup = Cleanup(&d);
+    let mut tack = d
+        .tack_command(&["local", "dev", "--format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tack");
+    while step_groups(&d).is_empty() {
+        assert!(tack.try_wait().unwrap().is_none(), "tack ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&tack, Signal::SIGTERM);
+    let (out, _) = exited_within(tack, Duration::from_secs(20));
+    assert_eq!(out.code, 143, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("a JSON report");
+    assert_eq!(report["interrupted"], "SIGTERM", "{out}");
+    let outcomes: Vec<(String, String)> = report["hosts"][0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| {
+            let text = |key: &str| node[key].as_str().unwrap().to_string();
+            (text("display"), text("outcome"))
+        })
+        .collect();
+    let outcome = |display: &str| {
+        outcomes
+            .iter()
+            .find(|(shown, _)| shown == display)
+            .map(|(_, outcome)| outcome.as_str())
+    };
+    assert_eq!(outcome("App > Service(daemon)"), Some("started"), "{out}");
+    assert_eq!(outcome("App > Command(slow)"), Some("interrupted"), "{out}");
+    assert_eq!(
+        outcome("App > File(after.txt)"),
+        Some("not started"),
+        "{out}"
+    );
+    assert_eq!(report["hosts"][0]["summary"]["interrupted"], 2, "{out}");
+}
+
+#[test]
+fn an_interrupt_on_one_host_deploys_no_further_host_and_exits_as_interrupted() {
+    // `connect_method = local` deploys both hosts here, one after the
+    // other: a quick one, then one whose step is interrupted, then a
+    // third that must not be deployed.
+    let d = Deployment::new()
+        .env(
+            "dev",
+            "[environment]\nconnect_method = local\n\n[hosts]\nfirst = quick\nsecond = slow\nthird = later\n",
+        )
+        .component("quick", "[file:quick.txt]\ncontent = quick\n")
+        .component(
+            "slow",
+            &format!("[command:slow]\nrun = echo $$ >> ../../slow.pids; {SLOW}\n"),
+        )
+        .component("later", "[file:later.txt]\ncontent = later\n");
+    let _cleanup = Cleanup(&d);
+    let (tack, group) = deploy_until_the_step_runs(&d, 1);
+    signal(&tack, Signal::SIGTERM);
+    let (out, took) = exited_within(tack, Duration::from_secs(20));
+    assert_eq!(out.code, 143, "{out}");
+    assert!(took < PROMPTLY, "{out}");
+    assert!(group_is_gone(group), "{out}");
+    assert!(d.exists("work/quick/quick.txt"), "{out}");
+    assert!(!d.exists("work/later/later.txt"), "{out}");
+    assert!(
+        out.stdout
+            .contains("Interrupted second: Slow > Command(slow)"),
+        "{out}"
+    );
+}
