@@ -15,8 +15,9 @@
 //! recorded and nothing more happens here: the executor starts no new
 //! node, each running step forwards the signal to its process group and
 //! kills the group after [`GRACE`] or at a second signal (`runner`), and
-//! the deploy saves its state, which names those nodes unfinished, and
-//! returns [`Error::Interrupted`](crate::error::Error::Interrupted). At any
+//! the deploy saves its state, which names those nodes unfinished, prints
+//! its report, deploys no further host and ends in
+//! [`Error::Interrupted`](crate::error::Error::Interrupted). At any
 //! other time (configuring, waiting for the deploy lock, reading) nothing
 //! runs that a kill would leave half done, and tack exits at once. Either
 //! way the exit code is 128 plus the signal's number, as shells have it:
