@@ -5,11 +5,13 @@
 //! Steps run in process groups of their own (`runner`), so a Ctrl-C on
 //! the terminal reaches tack and not the step. When tack simply died, its
 //! step ran on, orphaned, and the next deploy started a second copy beside
-//! it. So the three signals are blocked in every thread (the mask is set
-//! by [`install`] before the first thread starts, and threads inherit it)
-//! and one thread waits for them with `sigwait`: no signal handler, no
-//! unsafe code. Children do not inherit the mask: the standard library
-//! clears it in every child it spawns.
+//! it. So [`install`] has `signal-hook` catch the three signals and one
+//! thread of ours read them from its self-pipe. Catching, not blocking:
+//! a signal mask is inherited by every child (the standard library does
+//! not clear it), so blocked signals would have left every step and every
+//! daemon tack starts deaf to SIGTERM; a caught signal is reset to its
+//! default in the child when it execs. (`signal-hook` holds the one
+//! unsafe call, `sigaction`, that tack's own code may not make.)
 //!
 //! While nodes execute (an [`Executing`] guard is alive), a signal is
 //! recorded and nothing more happens here: the executor starts no new
@@ -32,7 +34,7 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
 
 /// How long a step may take to stop after the signal was forwarded to it
 /// before its process group is killed.
@@ -49,37 +51,37 @@ static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// under this lock, so a guard is either seen or not yet made.
 static EXECUTING: Mutex<usize> = Mutex::new(0);
 
-/// Blocks the stopping signals and starts the thread that waits for them.
-/// Must run before any other thread starts: a thread made earlier keeps
-/// the default disposition, and a signal delivered to it kills tack.
-/// Calling it again does nothing.
+/// Catches the stopping signals and starts the thread that handles them;
+/// returns once they are caught. Calling it again does nothing.
 pub fn install() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
-        let mut signals = SigSet::empty();
-        for signal in STOPPING {
-            signals.add(signal);
-        }
-        if let Err(errno) = signals.thread_block() {
-            eprintln!("warning: cannot block SIGINT and SIGTERM ({errno}); an interrupt kills tack and leaves running steps behind");
-            return;
-        }
+        let (caught, is_caught) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("signals".into())
-            .spawn(move || loop {
-                match signals.wait() {
-                    Ok(signal) => received(signal),
-                    Err(errno) => {
-                        say(format_args!("warning: cannot wait for signals: {errno}"));
+            .spawn(move || {
+                let numbers = STOPPING.map(|signal| signal as i32);
+                let mut signals = match signal_hook::iterator::Signals::new(numbers) {
+                    Ok(signals) => signals,
+                    Err(error) => {
+                        say(format_args!("warning: cannot catch SIGINT and SIGTERM ({error}); an interrupt kills tack and leaves running steps behind"));
+                        let _ = caught.send(());
                         return;
+                    }
+                };
+                let _ = caught.send(());
+                for number in signals.forever() {
+                    if let Ok(signal) = Signal::try_from(number) {
+                        received(signal);
                     }
                 }
             });
-        if let Err(error) = spawned {
-            // No thread has started yet that could have inherited the
-            // mask: unblocking this one restores the default disposition.
-            let _ = signals.thread_unblock();
-            eprintln!("warning: cannot start the thread that waits for signals ({error}); an interrupt kills tack and leaves running steps behind");
+        match spawned {
+            Ok(_) => {
+                let _ = is_caught.recv();
+            }
+            // Nothing is caught then: a signal ends tack, as by default.
+            Err(error) => eprintln!("warning: cannot start the thread that handles signals ({error}); an interrupt kills tack and leaves running steps behind"),
         }
     });
 }

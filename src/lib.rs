@@ -60,8 +60,7 @@ use crate::report::Reporter;
 /// the host (bad configuration, bad usage), 128 plus the signal's number
 /// when it was interrupted (130 for SIGINT, 143 for SIGTERM).
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
-    // Before any other thread starts, so that every thread inherits the
-    // blocked signals.
+    // First, so that an interrupt never finds a step started without it.
     interrupt::install();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,

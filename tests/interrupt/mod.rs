@@ -406,3 +406,39 @@ fn an_interrupt_on_one_host_deploys_no_further_host_and_exits_as_interrupted() {
         "{out}"
     );
 }
+
+/// tack waits for signals in a thread of its own; what it starts must not
+/// inherit any of that: a step that is one program gets the signal
+/// itself, and stops at once.
+#[test]
+fn a_step_that_execs_one_program_stops_on_the_signal_at_once() {
+    let d = deployment("").component(
+        "app",
+        "[command:slow]\nrun = echo $$ >> ../../slow.pids; exec sleep 30\n",
+    );
+    let _cleanup = Cleanup(&d);
+    let (tack, group) = deploy_until_the_step_runs(&d, 1);
+    signal(&tack, Signal::SIGTERM);
+    let (out, took) = exited_within(tack, Duration::from_secs(20));
+    assert_eq!(out.code, 143, "{out}");
+    assert!(took < PROMPTLY, "tack took {took:?} to exit\n{out}");
+    assert!(out.stdout.contains("stopped by SIGTERM"), "{out}");
+    assert!(group_is_gone(group), "{out}");
+}
+
+/// A daemon tack started answers SIGTERM like any other: tack's way of
+/// waiting for signals leaves nothing blocked in what it starts.
+#[test]
+fn a_daemon_started_by_tack_stops_on_sigterm() {
+    let d = deployment("");
+    let _cleanup = Cleanup(&d);
+    d.write("quick", "");
+    d.tack(&["local", "dev"]).success();
+    let daemon = daemon(&d).expect("the daemon's pid file");
+    kill(daemon, Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    while is_alive(daemon) && started.elapsed() < PROMPTLY {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!is_alive(daemon), "the daemon {daemon} ignored SIGTERM");
+}
