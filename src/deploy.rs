@@ -6,6 +6,13 @@
 //! saved at the end.
 //! A kill anywhere leaves a state that names every unfinished node, so the
 //! next run repairs exactly those. A dry run reads and never writes.
+//!
+//! An interrupt (SIGINT, SIGTERM, SIGHUP; see `interrupt`) while nodes run
+//! is not a kill: no node starts after it, the running steps are stopped,
+//! and the state is saved as at the end of any run, the stopped and
+//! unstarted nodes still marked unfinished. Its report says so
+//! (`HostReport::interrupted`), and the caller goes no further: no prune,
+//! no next host, no manifest, and `Error::Interrupted` after the report.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -100,6 +107,18 @@ pub struct HostReport {
     /// manifest.
     #[serde(skip)]
     pub state: Option<crate::state::State>,
+    /// The signal that stopped this host's deploy: the caller deploys no
+    /// further host, writes no manifest, and exits as interrupted.
+    #[serde(skip)]
+    pub interrupted: Option<nix::sys::signal::Signal>,
+}
+
+impl HostReport {
+    /// Whether every node it ran finished: only then may a manifest
+    /// vouch for the host.
+    pub fn clean(&self) -> bool {
+        self.summary.failed == 0 && self.summary.skipped == 0 && self.interrupted.is_none()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -107,7 +126,7 @@ pub struct NodeReport {
     pub id: String,
     pub display: String,
     /// `updated`, `started`, `reloaded`, `unchanged`, `failed`, `skipped`,
-    /// or in a dry run `would update`, `would start`, `would reload`.
+    /// `interrupted` (stopped by a signal), `not started`, or in a dry run `would update`, `would start`, `would reload`.
     pub outcome: String,
     pub reasons: Vec<Reason>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,11 +158,11 @@ pub fn deploy_host(
     let store = StateStore::new(&options.root, &graph.environment, &graph.host);
     // A journal left by a killed run is folded into the state at the end
     // of this one, even if nothing else changes.
-    let interrupted = store.journal_exists();
+    let replayed = store.journal_exists();
     let (mut state, warnings) = match scope {
         Scope::Whole { .. } => store.load(),
         // Saving would drop a journal this never replayed.
-        Scope::Part { .. } if interrupted => {
+        Scope::Part { .. } if replayed => {
             return Err(crate::error::Error::Usage(format!(
                 "`{}` appeared during a partial deploy; run again",
                 store.journal_path().display()
@@ -213,6 +232,9 @@ pub fn deploy_host(
         ));
     }
 
+    // From here a signal stops the deploy between nodes rather than
+    // ending tack where it stands.
+    let _executing = crate::interrupt::Executing::begin();
     let selected: Vec<bool> = decisions
         .iter()
         .map(|d| d.verdict == Verdict::Run)
@@ -264,6 +286,9 @@ pub fn deploy_host(
         _ => None,
     };
     let finished: Mutex<Vec<(usize, NodeRecord, Duration, bool)>> = Mutex::new(Vec::new());
+    // Nodes that failed while tack was being interrupted: their steps were
+    // stopped.
+    let stopped: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     let deps: Vec<Vec<usize>> = graph.nodes.iter().map(|node| node.deps.clone()).collect();
     let work = |index: usize| -> std::result::Result<(), String> {
         let node = &graph.nodes[index];
@@ -289,7 +314,14 @@ pub fn deploy_host(
                 .action
                 .runs_a_program()
                 .then(|| reporter.step_started(&node.display));
-            apply(node, decision, last, steps.as_ref(), &progress)?
+            apply(node, decision, last, steps.as_ref(), &progress).inspect_err(|_| {
+                if crate::interrupt::signal().is_some() {
+                    stopped
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(index);
+                }
+            })?
         };
         if let Some(why) = &applied.not_restored {
             reporter.line(&format!(
@@ -332,7 +364,9 @@ pub fn deploy_host(
         );
         Ok(())
     };
-    let outcomes = run_dag(&deps, &selected, options.jobs, &work);
+    let interrupted = || crate::interrupt::signal().is_some();
+    let outcomes = run_dag(&deps, &selected, options.jobs, &work, &interrupted);
+    let stopped = stopped.into_inner().unwrap_or_else(|e| e.into_inner());
     let phase = crate::timings::phase("execute", phase);
 
     let mut durations = vec![None; graph.nodes.len()];
@@ -376,6 +410,14 @@ pub fn deploy_host(
                 report_unchanged(reporter, options, node, decision);
                 node_report(node, decision, "unchanged".into(), None, None)
             }
+            Outcome::Failed(message) if stopped.contains(&index) => {
+                let mut block = format!("Interrupted {}{}\n", reporter.prefix, node.display);
+                block.push_str(&format!("    error: {message}\n"));
+                reporter.block(&block, &decision.reasons);
+                let outcome = "interrupted".into();
+                node_report(node, decision, outcome, None, Some(message.clone()))
+            }
+            Outcome::NotStarted => node_report(node, decision, "not started".into(), None, None),
             Outcome::Failed(message) => {
                 let mut block = format!("Failed {}{}\n", reporter.prefix, node.display);
                 block.push_str(&format!("    error: {message}\n"));
@@ -399,8 +441,11 @@ pub fn deploy_host(
         };
         nodes.push(report);
     }
-    removed(graph, scope, &mut state, options, reporter, &mut nodes);
-    if state.is_changed() || interrupted || !store.exists() {
+    let signal = crate::interrupt::signal();
+    if signal.is_none() {
+        removed(graph, scope, &mut state, options, reporter, &mut nodes);
+    }
+    if state.is_changed() || replayed || !store.exists() {
         store.save(&mut state).map_err(|error| {
             let ran: Vec<String> = graph
                 .nodes
@@ -416,6 +461,7 @@ pub fn deploy_host(
     crate::timings::phase("save state", phase);
     let mut report = finish(graph, untouched, reporter, nodes, false, options.started);
     report.state = Some(state);
+    report.interrupted = signal;
     Ok(report)
 }
 
@@ -523,6 +569,7 @@ fn finish(
             "forgotten" => summary.forgotten += 1,
             "failed" => summary.failed += 1,
             "skipped" => summary.skipped += 1,
+            "interrupted" | "not started" => summary.interrupted += 1,
             _ => summary.updated += 1,
         }
     }
@@ -535,6 +582,7 @@ fn finish(
         seconds: elapsed.as_secs_f64(),
         nodes,
         state: None,
+        interrupted: None,
     }
 }
 

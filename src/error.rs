@@ -121,6 +121,30 @@ pub enum Error {
     /// code of a deploy that touched nothing, and the message says what ran.
     #[error("{source}\nnote: {ran}")]
     AfterNodesRan { ran: String, source: Box<Error> },
+    /// A deploy stopped by SIGINT, SIGTERM or SIGHUP (`interrupt`): the
+    /// steps it stopped and the nodes it did not start are recorded as
+    /// unfinished.
+    #[error("{}", interrupted_message(*signal, *stopped, *not_started))]
+    Interrupted {
+        signal: nix::sys::signal::Signal,
+        stopped: usize,
+        not_started: usize,
+    },
+}
+
+fn interrupted_message(
+    signal: nix::sys::signal::Signal,
+    stopped: usize,
+    not_started: usize,
+) -> String {
+    let signal = signal.as_str();
+    if stopped + not_started == 0 {
+        return format!("interrupted by {signal} after every node had finished");
+    }
+    format!(
+        "interrupted by {signal}: {stopped} node(s) stopped, {not_started} not started; \
+         they are recorded as unfinished and run on the next deploy"
+    )
 }
 
 impl Error {
@@ -151,10 +175,12 @@ impl Error {
     }
 
     /// The process exit code: 1 for a deploy that ran and failed, 2 for
-    /// anything that stopped tack before it touched the host.
+    /// anything that stopped tack before it touched the host, and for an
+    /// interrupt what a shell reports (130 for SIGINT, 143 for SIGTERM).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NodesFailed { .. } | Error::AfterNodesRan { .. } => 1,
+            Error::Interrupted { signal, .. } => crate::interrupt::exit_code(*signal),
             _ => 2,
         }
     }

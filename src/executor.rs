@@ -5,6 +5,10 @@
 //! as skipped, blaming the node that failed), independent nodes still run,
 //! and the caller decides the exit code after the join (ripgrep's
 //! "errored" flag, not the first `?` in a closure).
+//!
+//! Once `stopped` says so (tack was interrupted), no node starts any more:
+//! the nodes running finish, and every selected node not yet started is
+//! left `NotStarted`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -17,6 +21,8 @@ pub enum Outcome {
     Failed(String),
     /// A node this one depends on failed; the index is the failed node.
     Skipped(usize),
+    /// Selected, but the run was stopped before it started.
+    NotStarted,
 }
 
 struct Run<'a> {
@@ -26,15 +32,18 @@ struct Run<'a> {
     selected: &'a [bool],
     outcomes: Vec<Mutex<Option<Outcome>>>,
     work: &'a (dyn Fn(usize) -> Result<(), String> + Sync),
+    stopped: &'a (dyn Fn() -> bool + Sync),
 }
 
-/// Runs `work` for each selected node in dependency order; `deps[i]` lists
-/// the nodes `i` waits for. Returns one outcome per node.
+/// Runs `work` for each selected node in dependency order, until
+/// `stopped` returns true; `deps[i]` lists the nodes `i` waits for.
+/// Returns one outcome per node.
 pub fn run_dag(
     deps: &[Vec<usize>],
     selected: &[bool],
     jobs: usize,
     work: &(dyn Fn(usize) -> Result<(), String> + Sync),
+    stopped: &(dyn Fn() -> bool + Sync),
 ) -> Vec<Outcome> {
     // Nodes that need nothing and wait only for such nodes are settled up
     // front, without a task each: in a deploy where a few of thousands of
@@ -66,6 +75,7 @@ pub fn run_dag(
             .map(|&done| Mutex::new(done.then_some(Outcome::NotNeeded)))
             .collect(),
         work,
+        stopped,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
@@ -99,6 +109,7 @@ fn execute<'s>(scope: &rayon::Scope<'s>, run: &'s Run<'s>, node: usize) {
             _ => None,
         });
     let result = match blame {
+        _ if run.selected[node] && (run.stopped)() => Outcome::NotStarted,
         Some(culprit) => Outcome::Skipped(culprit),
         None if run.selected[node] => match (run.work)(node) {
             Ok(()) => Outcome::Done,
@@ -130,14 +141,20 @@ mod tests {
         // 0 -> 1 -> 2, and 3 on its own; 1 fails.
         let deps = vec![vec![], vec![0], vec![1], vec![]];
         let ran = Mutex::new(Vec::new());
-        let outcomes = run_dag(&deps, &[true; 4], 2, &|node| {
-            ran.lock().unwrap().push(node);
-            if node == 1 {
-                Err("boom".into())
-            } else {
-                Ok(())
-            }
-        });
+        let outcomes = run_dag(
+            &deps,
+            &[true; 4],
+            2,
+            &|node| {
+                ran.lock().unwrap().push(node);
+                if node == 1 {
+                    Err("boom".into())
+                } else {
+                    Ok(())
+                }
+            },
+            &|| false,
+        );
         assert_eq!(
             outcomes,
             [
@@ -156,17 +173,47 @@ mod tests {
             .map(|i| if i == 0 { vec![] } else { vec![i - 1] })
             .collect();
         let order = Mutex::new(Vec::new());
-        run_dag(&deps, &[true; 50], 4, &|node| {
-            order.lock().unwrap().push(node);
-            Ok(())
-        });
+        run_dag(
+            &deps,
+            &[true; 50],
+            4,
+            &|node| {
+                order.lock().unwrap().push(node);
+                Ok(())
+            },
+            &|| false,
+        );
         assert_eq!(*order.lock().unwrap(), (0..50).collect::<Vec<_>>());
     }
 
     #[test]
     fn unselected_nodes_do_not_run() {
         let deps = vec![vec![], vec![0]];
-        let outcomes = run_dag(&deps, &[false, true], 1, &|_| Ok(()));
+        let outcomes = run_dag(&deps, &[false, true], 1, &|_| Ok(()), &|| false);
         assert_eq!(outcomes, [Outcome::NotNeeded, Outcome::Done]);
+    }
+
+    #[test]
+    fn once_stopped_no_node_starts_and_the_running_one_finishes() {
+        // 0 -> 1 -> 2, with one job; the stop comes while 0 runs.
+        let deps = vec![vec![], vec![0], vec![1]];
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let ran = Mutex::new(Vec::new());
+        let outcomes = run_dag(
+            &deps,
+            &[true; 3],
+            1,
+            &|node| {
+                ran.lock().unwrap().push(node);
+                stop.store(true, Ordering::SeqCst);
+                Ok(())
+            },
+            &|| stop.load(Ordering::SeqCst),
+        );
+        assert_eq!(
+            outcomes,
+            [Outcome::Done, Outcome::NotStarted, Outcome::NotStarted]
+        );
+        assert_eq!(*ran.lock().unwrap(), [0]);
     }
 }

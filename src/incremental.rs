@@ -183,13 +183,15 @@ pub fn run(
             .map(|placed| placed.nodes.len())
             .sum();
         let report = deploy_host(graph, Scope::Part { untouched }, options, &reporter)?;
+        let interrupted = report.interrupted.is_some();
         reports.push(report);
+        if interrupted {
+            break;
+        }
     }
     let phase = crate::timings::phase("deploy", phase);
 
-    let clean = reports
-        .iter()
-        .all(|r| r.summary.failed == 0 && r.summary.skipped == 0);
+    let clean = reports.iter().all(HostReport::clean);
     if !options.dry_run && clean && refresh_manifest(&mut manifest, &part, &look, before, &reports)
     {
         manifest.write(&options.environment)?;
@@ -309,6 +311,7 @@ fn nothing_to_do(
             seconds: elapsed.as_secs_f64(),
             nodes,
             state: None,
+            interrupted: None,
         });
     }
     crate::timings::phase("nothing to do", started);

@@ -19,6 +19,7 @@ pub mod fingerprint;
 pub mod graph;
 pub mod incremental;
 pub mod ini_file;
+pub mod interrupt;
 pub mod lock;
 pub mod manifest;
 pub mod nodes;
@@ -58,8 +59,11 @@ use crate::report::Reporter;
 
 /// Runs tack with `args` (program name first) and returns the exit code:
 /// 0 on success, 1 when a node failed, 2 when tack stopped before touching
-/// the host (bad configuration, bad usage).
+/// the host (bad configuration, bad usage), 128 plus the signal's number
+/// when it was interrupted (130 for SIGINT, 143 for SIGTERM).
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    // First, so that an interrupt never finds a step started without it.
+    interrupt::install();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {
@@ -173,6 +177,7 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
             deploy_configured(target, options, &reporter_for)?
         }
     };
+    let interrupted = reports.iter().find_map(|report| report.interrupted);
     if json {
         // `tack explain ENV NODE` reports that node; the summary stays the
         // host's, as in the text form.
@@ -184,12 +189,26 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
                 });
             }
         }
-        let report = serde_json::json!({
+        let mut report = serde_json::json!({
             "environment": options.environment,
             "hosts": reports,
         });
+        if let Some(signal) = interrupted {
+            report["interrupted"] = signal.as_str().into();
+        }
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();
         outln!("{text}");
+    }
+    if let Some(signal) = interrupted {
+        let count = |outcome: &str| {
+            let nodes = reports.iter().flat_map(|report| &report.nodes);
+            nodes.filter(|node| node.outcome == outcome).count()
+        };
+        return Err(Error::Interrupted {
+            signal,
+            stopped: count("interrupted"),
+            not_started: count("not started"),
+        });
     }
     let failed: usize = reports.iter().map(|r| r.summary.failed).sum();
     let skipped: usize = reports.iter().map(|r| r.summary.skipped).sum();
@@ -234,12 +253,14 @@ fn deploy_configured(
         };
         let report = deploy_host(graph, scope, options, &reporter)
             .map_err(|error| after_reports(&reports, "their state is saved", error))?;
+        let interrupted = report.interrupted.is_some();
         reports.push(report);
+        if interrupted {
+            break;
+        }
     }
     let started = timings::phase("deploy", started);
-    let clean = reports
-        .iter()
-        .all(|r| r.summary.failed == 0 && r.summary.skipped == 0);
+    let clean = reports.iter().all(HostReport::clean);
     if !options.dry_run && clean {
         let manifest = manifest::of_full_run(
             &configured.db,

@@ -153,6 +153,8 @@ pub struct Summary {
     /// Deployed once, configured no more, and dropped from the state by
     /// `--prune` without touching the host (see `prune`).
     pub forgotten: usize,
+    /// Stopped or not started because tack was interrupted.
+    pub interrupted: usize,
 }
 
 impl Summary {
@@ -178,6 +180,9 @@ impl Summary {
                 self.updated, self.unchanged
             )
         } else {
+            if self.interrupted > 0 {
+                gone.push_str(&format!(", {} interrupted", self.interrupted));
+            }
             format!(
                 "{host}: {} updated, {} unchanged, {} failed, {} skipped{gone} in {seconds:.3}s",
                 self.updated, self.unchanged, self.failed, self.skipped

@@ -5,7 +5,10 @@
 //! block on a full pipe, and a daemon that keeps the descriptor open does
 //! not hang us); on failure its tail is returned with the exit status.
 //! Each step runs in its own process group so a timeout kills everything
-//! it started.
+//! it started. For the same reason a Ctrl-C on the terminal does not reach
+//! it: when tack is interrupted (`interrupt`), a step being waited for
+//! passes the signal on to its group, and kills the group if it has not
+//! stopped after a grace period or at a second signal.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
@@ -14,6 +17,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 /// How much of a failed step's output is shown.
@@ -62,16 +66,26 @@ impl Step {
 
     /// Waits up to `timeout`, calling `progress` with the elapsed time now
     /// and then. A non-zero exit or a timeout is an error carrying the
-    /// output's tail.
+    /// output's tail; so is an interrupt of tack, whatever the step's exit
+    /// status then: a step told to stop may have stopped halfway.
     pub fn wait(mut self, timeout: Duration, progress: &dyn Fn(Duration)) -> Result<(), String> {
         let mut reported = Duration::ZERO;
+        let mut forwarded: Option<(Signal, Instant)> = None;
         loop {
-            if let Some(status) = self.poll()? {
+            if let Some((signal, at)) = forwarded {
+                if let Some(stopped) = self.interrupted(signal, at) {
+                    return Err(stopped);
+                }
+            } else if let Some(status) = self.poll()? {
                 return if status.success() {
                     Ok(())
                 } else {
                     Err(self.failure(&format!("failed ({status})")))
                 };
+            } else if let Some(signal) = crate::interrupt::signal() {
+                let _ = killpg(self.group(), signal);
+                forwarded = Some((signal, Instant::now()));
+                continue;
             }
             let elapsed = self.started.elapsed();
             if elapsed > timeout {
@@ -86,10 +100,48 @@ impl Step {
         }
     }
 
+    /// After `signal` was passed on to the step at `at`: the error to end
+    /// with once its shell has exited (what is left of its group ignored
+    /// the signal and is killed), or once the grace period is over or a
+    /// second signal came (the whole group is killed); `None` while it
+    /// may still stop by itself.
+    fn interrupted(&mut self, signal: Signal, at: Instant) -> Option<String> {
+        let name = signal.as_str();
+        if self.shell_exited() {
+            self.kill();
+            return Some(self.failure(&format!("stopped by {name}")));
+        }
+        if at.elapsed() > crate::interrupt::GRACE || crate::interrupt::hurried() {
+            self.kill();
+            return Some(self.failure(&format!("did not stop on {name}; killed")));
+        }
+        None
+    }
+
+    /// Whether the shell has exited, leaving it unreaped: while it is a
+    /// zombie, its pid and so its group id cannot be taken by another
+    /// process, and the group can still be signalled safely.
+    fn shell_exited(&self) -> bool {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(self.group()), flags) {
+            Ok(WaitStatus::StillAlive) => false,
+            Ok(_) => true,
+            // Reaped already, or not our child: nothing left to wait for.
+            Err(_) => true,
+        }
+    }
+
     /// Kills the step and everything in its process group.
     pub fn kill(&mut self) {
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = killpg(self.group(), Signal::SIGKILL);
         let _ = self.child.wait();
+    }
+
+    /// The step's process group: the shell leads it. The shell is reaped
+    /// only by `poll` or `kill`, so until then its pid, and with it the
+    /// group id, cannot be reused by another process.
+    fn group(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
     }
 
     /// `what`, the command, and the last lines of its output.

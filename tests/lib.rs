@@ -74,3 +74,7 @@ mod crash;
 /// incremental deploy leaves `work/` as a deploy from scratch does and
 /// runs exactly the nodes whose output was not already on disk.
 mod incremental;
+
+/// Interrupts: SIGINT or SIGTERM stops the running step's process group,
+/// records it as unfinished and exits 130 or 143; daemons keep running.
+mod interrupt;
