@@ -61,21 +61,26 @@ pub enum SecretsCommand {
     /// Decrypt ENV's secrets into a private temporary file, run `$EDITOR`,
     /// check the result and encrypt it to every recipient.
     Edit {
+        #[arg(value_parser = environment_name)]
         env: String,
         /// Edit `secrets/ENV/NAME.age` (used as `source = secret:NAME`).
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", value_parser = secret_file_name)]
         file: Option<String>,
     },
     /// Print ENV's decrypted secrets.
     Show {
+        #[arg(value_parser = environment_name)]
         env: String,
         /// Print `secrets/ENV/NAME.age`.
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", value_parser = secret_file_name)]
         file: Option<String>,
     },
     /// Encrypt ENV's secrets (every environment's without ENV) again to
     /// the recipients now in `secrets/recipients.txt`.
-    Reencrypt { env: Option<String> },
+    Reencrypt {
+        #[arg(value_parser = environment_name)]
+        env: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +237,15 @@ fn environment_name(name: &str) -> Result<String, String> {
         Ok(name.to_string())
     } else {
         Err("an environment name has only letters, digits, `-` and `_`".to_string())
+    }
+}
+
+/// A secret file's name stays inside `secrets/ENV/`.
+fn secret_file_name(name: &str) -> Result<String, String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        Err("a secret file's name is a plain file name, without `/`".to_string())
+    } else {
+        Ok(name.to_string())
     }
 }
 

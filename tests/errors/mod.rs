@@ -545,3 +545,18 @@ fn jobs_zero_is_refused() {
         &["'--jobs <N>': must be at least 1"],
     );
 }
+
+#[test]
+fn secrets_commands_refuse_names_that_leave_the_secrets_directory() {
+    let d = crate::support::Deployment::new().env("dev", "[hosts]\nlocalhost = app\n");
+    for args in [
+        &["secrets", "edit", "../../x"][..],
+        &["secrets", "show", "dev", "--file", "../x"],
+        &["secrets", "reencrypt", "a/b"],
+    ] {
+        let output = d.tack(args);
+        assert_eq!(output.code, 2, "{output}");
+        assert!(output.stderr.contains("invalid value"), "{output}");
+    }
+    assert!(!d.exists("secrets"), "nothing written");
+}
