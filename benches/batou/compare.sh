@@ -80,49 +80,16 @@ chmod +x "$out/batou/batou"
 # migrate moves environments/dev.cfg to environments/dev/environment.cfg.
 (cd "$out/batou" && ./batou migrate >"$logs/batou-migrate.log" 2>&1)
 
-# treetime LOG CMD...: runs CMD in a new session with its output in LOG and
-# prints the seconds until the last process of the session exited.
-cat >"$out/treetime.py" <<'EOF'
-import os
-import subprocess
-import sys
-import time
-
-
-def session_alive(sid):
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid and fields[0] != "Z":
-            return True
-    return False
-
-
-with open(sys.argv[1], "wb") as log:
-    start = time.perf_counter()
-    child = subprocess.Popen(
-        sys.argv[2:], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    code = child.wait()
-    end = time.perf_counter()
-    while session_alive(child.pid):
-        time.sleep(0.001)
-        end = time.perf_counter()
-print(f"{end - start:.4f}")
-sys.exit(code)
-EOF
+# benches/batou/treetime.py LOG LOG CMD...: runs CMD in a new session with
+# its output in LOG and prints the seconds until every process of that
+# session has exited.
+treetime=$root/benches/batou/treetime.py
 
 # timed NAME DIR CMD...: one timed run in DIR, its output kept in logs/.
 timed() {
     local name=$1 dir=$2
     shift 2
-    if ! (cd "$dir" && python3 "$out/treetime.py" "$logs/$name.log" "$@"); then
+    if ! (cd "$dir" && python3 "$treetime" "$logs/$name.log" "$logs/$name.log" "$@"); then
         log "$name failed; the end of $logs/$name.log:"
         tail -n 30 "$logs/$name.log" >&2
         exit 1

@@ -1,5 +1,6 @@
 """treetime.py OUT ERR CMD...: runs CMD in a new session, its stdout in OUT
-and its stderr in ERR, and prints the seconds until the last process of
+and its stderr in ERR (both in OUT, in order, when ERR is the same path),
+and prints the seconds until the last process of
 that session exited. batou's local connect method does its work in an
 execnet child that can outlive the `batou` command, so timing only the
 parent would flatter it; tack is timed the same way. Exits with CMD's
@@ -26,10 +27,16 @@ def session_alive(sid):
     return False
 
 
-with open(sys.argv[1], "wb") as out, open(sys.argv[2], "wb") as err:
+same = sys.argv[2] == sys.argv[1]
+with open(sys.argv[1], "wb") as out, open(
+    os.devnull if same else sys.argv[2], "wb"
+) as err:
     start = time.perf_counter()
     child = subprocess.Popen(
-        sys.argv[3:], stdout=out, stderr=err, start_new_session=True
+        sys.argv[3:],
+        stdout=out,
+        stderr=subprocess.STDOUT if same else err,
+        start_new_session=True,
     )
     code = child.wait()
     end = time.perf_counter()
