@@ -182,7 +182,13 @@ pub fn run(
             })
             .map(|placed| placed.nodes.len())
             .sum();
-        let report = deploy_host(graph, Scope::Part { untouched }, options, &reporter)?;
+        let report = deploy_host(
+            graph,
+            Scope::Part { untouched },
+            options,
+            &reporter,
+            &crate::peers::Links::alone(),
+        )?;
         let interrupted = report.interrupted.is_some();
         reports.push(report);
         if interrupted {
@@ -424,6 +430,7 @@ fn configure_part(
         options.root.clone(),
         options.environment.clone(),
         Some(wiring.clone()),
+        Default::default(),
     );
     let configuration_error = || "the configuration has an error".to_string();
     if let Some(env) = &look.environment {

@@ -24,6 +24,7 @@ pub mod lock;
 pub mod manifest;
 pub mod nodes;
 pub mod observe;
+pub mod peers;
 pub mod plan;
 pub mod process;
 pub mod provenance;
@@ -251,7 +252,7 @@ fn deploy_configured(
         let scope = deploy::Scope::Whole {
             prunable: &configured.prunable,
         };
-        let report = deploy_host(graph, scope, options, &reporter)
+        let report = deploy_host(graph, scope, options, &reporter, &peers::Links::alone())
             .map_err(|error| after_reports(&reports, "their state is saved", error))?;
         let interrupted = report.interrupted.is_some();
         reports.push(report);
@@ -314,7 +315,13 @@ struct Configured {
 fn configure_all(options: &Options, target: &Target) -> Result<Configured> {
     let root = &options.root;
     let db = Database::with_secrets(root, options.secrets.clone());
-    let deployment = Deployment::new(&db, root.to_path_buf(), target.env.clone(), None);
+    let deployment = Deployment::new(
+        &db,
+        root.to_path_buf(),
+        target.env.clone(),
+        None,
+        Default::default(),
+    );
     let env = environment_def(&db, deployment)
         .clone()
         .map_err(|error| unknown_environment_hint(error, root))?;
