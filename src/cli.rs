@@ -35,6 +35,27 @@ pub enum Command {
     },
     /// Edit, show and re-encrypt the age-encrypted secrets of `secrets/`.
     Secrets(SecretsArgs),
+    /// The far end of an ssh session: speaks tack's framed protocol on
+    /// stdin and stdout. Started by tack itself, never by hand.
+    #[command(hide = true)]
+    Agent,
+    /// Start tack's agent on HOST over ssh (uploading this binary if HOST
+    /// lacks it), ping it and say what happened: a check of the transport.
+    #[command(hide = true)]
+    SshPing(SshPingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SshPingArgs {
+    /// An ssh destination.
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// The ssh config file (`ssh -F`).
+    #[arg(short = 'F', long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// Give up connecting after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value = "10")]
+    pub connect_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -115,6 +115,17 @@ pub enum Error {
     /// never holds a secret's value.
     #[error("`{file}`: {message}")]
     Secret { file: String, message: String },
+    /// ssh could not reach a host (it exited 255): `ssh` is ssh's own
+    /// last line on stderr, which says why.
+    #[error("cannot reach host `{host}`: {ssh}")]
+    Unreachable { host: String, ssh: String },
+    /// A host was reached, but starting or talking to its agent failed.
+    #[error("host `{host}`: {message}")]
+    Remote { host: String, message: String },
+    /// `tack agent` could not serve its session (it reports on stderr,
+    /// which ssh passes to the deploying side).
+    #[error("agent: {0}")]
+    Agent(String),
     #[error("{failed} node(s) failed, {skipped} skipped")]
     NodesFailed { failed: usize, skipped: usize },
     /// Something failed after nodes had changed the host: not the exit

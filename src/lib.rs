@@ -30,6 +30,7 @@ pub mod process;
 pub mod provenance;
 pub mod prune;
 pub mod reason;
+pub mod remote;
 pub mod report;
 pub mod runner;
 pub mod secrets;
@@ -115,6 +116,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Secrets(args) => secrets_command::run(&args),
+        Command::Agent => remote::agent::serve(std::io::stdin().lock(), std::io::stdout().lock()),
+        Command::SshPing(args) => remote::ping::run(&args),
         Command::Graph(args) => {
             let options = options(&args.target, true, false, false)?;
             for graph in configure_all(&options, &args.target)?.graphs {
