@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Deploy ENV's components that belong on this machine.
     Local(LocalArgs),
+    /// Deploy every host of ENV as its `connect_method` says: over ssh,
+    /// each host at once, or here (as `local`).
+    Deploy(DeployArgs),
     /// What `local` would do and why: `local --dry-run --explain`.
     Explain(ExplainArgs),
     /// Print the node graph of ENV as Graphviz dot.
@@ -223,6 +226,12 @@ pub struct LocalArgs {
     /// `tick/file:tick.sh`, or a component name for all of its nodes.
     #[arg(long, value_name = "NODE")]
     pub force: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub local: LocalArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -62,8 +62,10 @@ pub struct Options {
     /// The environment's encrypted secrets, decrypted before configuring.
     pub secrets: std::sync::Arc<crate::secrets::Unlocked>,
     /// The key of the hashes of secrets recorded in state; kept in
-    /// `.tack/` by the first deploy that records one.
-    pub mask_key: [u8; 32],
+    /// `.tack/` by the first deploy that records one; `None` on a host
+    /// deployed over ssh, whose secrets were masked where it was
+    /// configured.
+    pub mask_key: Option<[u8; 32]>,
 }
 
 impl Options {
@@ -97,7 +99,7 @@ pub struct CacheOptions {
 }
 
 /// What happened to one host, for the summary and `--format json`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct HostReport {
     pub host: String,
     pub dry_run: bool,
@@ -122,7 +124,7 @@ impl HostReport {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct NodeReport {
     pub id: String,
     pub display: String,
@@ -176,8 +178,10 @@ pub fn deploy_host(
         Scope::Whole { .. } => None,
         Scope::Part { untouched } => Some(untouched),
     };
-    if !options.dry_run && graph.nodes.iter().any(|node| node.sensitive) {
-        crate::secrets::save_mask_key(&options.root, &options.mask_key)?;
+    if let Some(mask_key) = &options.mask_key {
+        if !options.dry_run && graph.nodes.iter().any(|node| node.sensitive) {
+            crate::secrets::save_mask_key(&options.root, mask_key)?;
+        }
     }
     let phase = crate::timings::phase("load state", started);
     for warning in warnings {

@@ -128,6 +128,14 @@ pub enum Error {
     Agent(String),
     #[error("{failed} node(s) failed, {skipped} skipped")]
     NodesFailed { failed: usize, skipped: usize },
+    /// Hosts of a run over ssh that could not be reached or deployed (each
+    /// named on stderr before), besides any nodes that failed elsewhere.
+    #[error("{} host(s) failed ({}), {failed} node(s) failed, {skipped} skipped", hosts.len(), hosts.join(", "))]
+    HostsFailed {
+        hosts: Vec<String>,
+        failed: usize,
+        skipped: usize,
+    },
     /// Something failed after nodes had changed the host: not the exit
     /// code of a deploy that touched nothing, and the message says what ran.
     #[error("{source}\nnote: {ran}")]
@@ -190,7 +198,7 @@ impl Error {
     /// interrupt what a shell reports (130 for SIGINT, 143 for SIGTERM).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::NodesFailed { .. } | Error::AfterNodesRan { .. } => 1,
+            Error::NodesFailed { .. } | Error::HostsFailed { .. } | Error::AfterNodesRan { .. } => 1,
             Error::Interrupted { signal, .. } => crate::interrupt::exit_code(*signal),
             _ => 2,
         }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod executor;
 pub mod fault;
 pub mod fingerprint;
+pub mod fleet;
 pub mod graph;
 pub mod incremental;
 pub mod ini_file;
@@ -84,21 +85,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Local(args) => {
-            let options = options(&args.target, args.dry_run, args.explain, args.diff)?;
-            let options = Options {
-                jobs: args.jobs.unwrap_or(options.jobs),
-                force: args.force,
-                lock_timeout: args.lock_timeout.map(std::time::Duration::from_secs),
-                prune: args.prune,
-                cache: Some(CacheOptions {
-                    dir: cache_command::cache_dir(args.cache_dir.as_deref(), &options.root),
-                    salt: args.cache_salt.clone(),
-                    read: !args.no_cache_read,
-                }),
-                ..options
-            };
-            deploy(&args.target, &options, args.format)
+        Command::Local(args) => deploy(&args.target, &deploy_options(&args)?, args.format),
+        Command::Deploy(args) => {
+            let local = &args.local;
+            let options = deploy_options(local)?;
+            if fleet::over_ssh(&options)? {
+                fleet::deploy(&local.target, &options, local.jobs, local.format)
+            } else {
+                deploy(&local.target, &options, local.format)
+            }
         }
         Command::Explain(args) => {
             let options = Options {
@@ -116,7 +111,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Secrets(args) => secrets_command::run(&args),
-        Command::Agent => remote::agent::serve(std::io::stdin().lock(), std::io::stdout().lock()),
+        Command::Agent => remote::agent::serve(std::io::stdin(), std::io::stdout()),
         Command::SshPing(args) => remote::ping::run(&args),
         Command::Graph(args) => {
             let options = options(&args.target, true, false, false)?;
@@ -126,6 +121,23 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The options of `tack local` and `tack deploy`.
+fn deploy_options(args: &cli::LocalArgs) -> Result<Options> {
+    let options = options(&args.target, args.dry_run, args.explain, args.diff)?;
+    Ok(Options {
+        jobs: args.jobs.unwrap_or(options.jobs),
+        force: args.force.clone(),
+        lock_timeout: args.lock_timeout.map(std::time::Duration::from_secs),
+        prune: args.prune,
+        cache: Some(CacheOptions {
+            dir: cache_command::cache_dir(args.cache_dir.as_deref(), &options.root),
+            salt: args.cache_salt.clone(),
+            read: !args.no_cache_read,
+        }),
+        ..options
+    })
 }
 
 /// The deployment directory, absolute: `workdir` and keys are built on it.
@@ -145,7 +157,7 @@ fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<
     provenance::set_mask_key(mask_key);
     Ok(Options {
         secrets: Arc::new(secrets),
-        mask_key,
+        mask_key: Some(mask_key),
         root,
         environment: target.env.clone(),
         dry_run,
@@ -427,7 +439,7 @@ fn select_hosts(env: &EnvironmentDef, wanted: Option<&str>) -> Result<Vec<String
 }
 
 /// Adds the environments that do exist to an unknown-environment error.
-fn unknown_environment_hint(mut error: ConfigError, root: &Path) -> Error {
+pub(crate) fn unknown_environment_hint(mut error: ConfigError, root: &Path) -> Error {
     if error.message.starts_with("unknown environment") {
         let mut known: Vec<String> = std::fs::read_dir(root.join("environments"))
             .into_iter()

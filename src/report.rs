@@ -152,7 +152,7 @@ pub fn text_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> Option<String> {
 }
 
 /// Counts for the summary line.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub updated: usize,
     pub unchanged: usize,

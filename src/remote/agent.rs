@@ -20,7 +20,7 @@ use crate::remote::protocol::{Hello, Request, Response};
 /// hash of what runs (the file was damaged on disk) greets, removes the
 /// entry and fails: the deploying side sees the hash and uploads anew next
 /// time.
-pub fn serve(input: impl Read, output: impl Write) -> Result<(), Error> {
+pub fn serve(input: impl Read + Send, output: impl Write + Send) -> Result<(), Error> {
     let mut input = BufReader::new(input);
     let mut output = BufWriter::new(output);
     let own = executable::own().map_err(Error::Agent)?;
@@ -29,6 +29,7 @@ pub fn serve(input: impl Read, output: impl Write) -> Result<(), Error> {
         os: std::env::consts::OS.to_string(),
         arch: std::env::consts::ARCH.to_string(),
         exe_hash: own.hash.clone(),
+        home: std::env::var("HOME").unwrap_or_default(),
     };
     frame::write_frame(&mut output, &hello).map_err(|error| channel("greet", error))?;
     if let Some(entry) = std::env::current_exe()
@@ -49,6 +50,12 @@ pub fn serve(input: impl Read, output: impl Write) -> Result<(), Error> {
             None | Some(Request::Bye) => return Ok(()),
             Some(Request::Ping) => frame::write_frame(&mut output, &Response::Pong)
                 .map_err(|error| channel("answer", error))?,
+            Some(Request::Deploy(plan)) => {
+                crate::remote::deploying::deploy(*plan, &mut input, &mut output);
+                return Ok(());
+            }
+            // Only meaningful during a deploy.
+            Some(Request::Contents { .. } | Request::Settled { .. } | Request::Stop) => {}
         }
     }
 }
@@ -92,7 +99,7 @@ mod tests {
         assert_eq!(hello.os, std::env::consts::OS);
         for _ in 0..2 {
             let pong: Option<Response> = frame::read_frame(&mut output).unwrap();
-            assert_eq!(pong, Some(Response::Pong));
+            assert!(matches!(pong, Some(Response::Pong)), "{pong:?}");
         }
         let after_bye: Option<Response> = frame::read_frame(&mut output).unwrap();
         assert_eq!(after_bye, None, "nothing is answered after Bye");

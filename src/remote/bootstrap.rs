@@ -104,6 +104,17 @@ impl Agent {
         }
     }
 
+    /// Takes the sending half, for a session that sends from other threads
+    /// than the one receiving; [`Agent::send`] fails after it. Dropping it
+    /// closes the agent's stdin.
+    pub fn take_sender(&mut self) -> Option<AgentSender> {
+        let stdin = self.session.stdin.take()?;
+        Some(AgentSender {
+            host: self.session.host.clone(),
+            stdin,
+        })
+    }
+
     /// The last lines ssh and the agent wrote to stderr, oldest first.
     pub fn stderr_tail(&self) -> Vec<String> {
         self.session.stderr.lines()
@@ -114,6 +125,41 @@ impl Agent {
     /// any other failure quotes the last line on stderr.
     pub fn finish(self) -> Result<(), Error> {
         self.session.finish()
+    }
+}
+
+/// The sending half of an [`Agent`] ([`Agent::take_sender`]).
+pub struct AgentSender {
+    host: String,
+    stdin: BufWriter<ChildStdin>,
+}
+
+impl AgentSender {
+    /// Sends one frame to the agent.
+    pub fn send<T: Serialize>(&mut self, message: &T) -> Result<(), Error> {
+        frame::write_frame(&mut self.stdin, message).map_err(|error| self.broken(error))
+    }
+
+    /// Sends `bytes` as raw frames after a frame announcing them, flushed
+    /// together.
+    pub fn send_with_raw<T: Serialize>(
+        &mut self,
+        message: &T,
+        raw: &[std::sync::Arc<[u8]>],
+    ) -> Result<(), Error> {
+        let mut sent = frame::write_frame(&mut self.stdin, message);
+        for bytes in raw {
+            sent = sent.and_then(|()| frame::write_raw(&mut self.stdin, bytes));
+        }
+        sent.and_then(|()| self.stdin.flush())
+            .map_err(|error| self.broken(error))
+    }
+
+    fn broken(&self, error: std::io::Error) -> Error {
+        Error::Remote {
+            host: self.host.clone(),
+            message: format!("cannot send to the agent: {error}"),
+        }
     }
 }
 

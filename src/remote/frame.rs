@@ -75,6 +75,49 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<
     })
 }
 
+/// Writes `bytes` as one frame as they are (file contents: JSON would
+/// quadruple them), without flushing: a batch is flushed by its last frame.
+pub fn write_raw<W: Write>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    let length = u32::try_from(bytes.len())
+        .ok()
+        .filter(|length| *length <= MAX_FRAME)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a frame of {} bytes is above the limit of {MAX_FRAME}",
+                    bytes.len()
+                ),
+            )
+        })?;
+    w.write_all(&length.to_be_bytes())?;
+    w.write_all(bytes)
+}
+
+/// Reads one frame written by [`write_raw`]; the end of the stream is an
+/// error, since a raw frame is always announced by a JSON one.
+pub fn read_raw<R: Read>(r: &mut R) -> io::Result<Vec<u8>> {
+    let mut header = [0u8; 4];
+    if read_up_to(r, &mut header)? < header.len() {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let length = u32::from_be_bytes(header);
+    if length > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame length {length} is above the limit of {MAX_FRAME}"),
+        ));
+    }
+    let mut body = vec![0u8; length as usize];
+    if read_up_to(r, &mut body)? < body.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("truncated frame of {length} bytes"),
+        ));
+    }
+    Ok(body)
+}
+
 /// Fills `buffer` as far as the stream goes; returns how many bytes it got
 /// (less than asked only at the end of the stream).
 fn read_up_to<R: Read>(r: &mut R, buffer: &mut [u8]) -> io::Result<usize> {

@@ -6,8 +6,10 @@
 
 pub mod agent;
 pub mod bootstrap;
+pub mod deploying;
 pub mod executable;
 pub mod frame;
 pub mod ping;
+pub mod plan;
 pub mod protocol;
 pub mod ssh;

@@ -27,7 +27,7 @@ pub fn run(args: &SshPingArgs) -> Result<(), Error> {
     }
     agent.send(&Request::Ping)?;
     let answer: Option<Response> = agent.receive()?;
-    if answer != Some(Response::Pong) {
+    if !matches!(answer, Some(Response::Pong)) {
         return Err(Error::Remote {
             host: ssh.destination,
             message: format!("the agent answered {answer:?} to a ping"),

@@ -1,0 +1,606 @@
+//! `tack deploy ENV` of an environment with `connect_method = ssh`: every
+//! host over its own ssh session, all at once, configured here.
+//!
+//! The run has four steps:
+//!
+//! 1. **Connect.** One ssh session per host, in parallel; each starts
+//!    tack's agent there (uploading this binary when the host lacks it,
+//!    see [`crate::remote::bootstrap`]). The agent says where the login
+//!    user's home is: a relative `remote_dir` is below it. A host that
+//!    cannot be reached fails alone, named.
+//! 2. **Configure** the whole environment here, once, with each host's
+//!    work dirs under its own root. A configuration error stops the run
+//!    before any host is touched (exit 2).
+//! 3. **Plan.** Each host gets its graph ([`HostPlan`]): rendered contents
+//!    known by hash, resolved values, keys. A barrier that requires from a
+//!    component on another host waits at a gate for every node of that
+//!    component there; the providing host exports the component and says
+//!    when it settled, and this side passes that on ([`crate::peers`]).
+//! 4. **Deploy.** Every plan is sent before any answer is read, so no
+//!    settled component can reach a host before its plan. One thread per
+//!    host then prints what the agent reports (its lines already carry the
+//!    host's name), sends the file contents it asks for, and routes
+//!    settled components. A host whose session ends without a report
+//!    fails its exports, so nothing waits for it forever.
+//!
+//! State, lock and observation stay on each host (`remote_dir/.tack/`):
+//! a dry run over ssh is as exact as one on the host and changes nothing
+//! there. An interrupt here is passed to every agent (`Stop`), which stops
+//! its running steps and saves its state before it reports.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cli::{Format, Target};
+use crate::configure::{environment_def, host_graph, wiring, Placement};
+use crate::db::{Database, Deployment};
+use crate::deploy::{HostReport, Options};
+use crate::environment::EnvironmentDef;
+use crate::error::{ConfigError, Error, Result};
+use crate::fingerprint::Fingerprint;
+use crate::graph::{Action, HostGraph};
+use crate::peers::Gate;
+use crate::remote::bootstrap::{start_agent, Agent, AgentSender};
+use crate::remote::plan::{HostPlan, PlanOptions};
+use crate::remote::protocol::{Request, Response};
+use crate::remote::ssh::Ssh;
+
+/// Whether `tack deploy` of this environment goes over ssh.
+pub fn over_ssh(options: &Options) -> Result<bool> {
+    let db = Database::with_secrets(&options.root, options.secrets.clone());
+    let deployment = plain_deployment(&db, options);
+    let env = environment_def(&db, deployment)
+        .clone()
+        .map_err(|error| crate::unknown_environment_hint(error, &options.root))?;
+    Ok(env.connect_method == crate::environment::ConnectMethod::Ssh)
+}
+
+fn plain_deployment(db: &Database, options: &Options) -> Deployment {
+    Deployment::new(
+        db,
+        options.root.clone(),
+        options.environment.clone(),
+        None,
+        Default::default(),
+    )
+}
+
+/// Deploys the environment's hosts (or `target.host`) over ssh.
+pub fn deploy(
+    target: &Target,
+    options: &Options,
+    jobs: Option<usize>,
+    format: Format,
+) -> Result<()> {
+    let json = format == Format::Json;
+    let db = Database::with_secrets(&options.root, options.secrets.clone());
+    let env = environment_def(&db, plain_deployment(&db, options))
+        .clone()
+        .map_err(|error| crate::unknown_environment_hint(error, &options.root))?;
+    let selected = select(&env, target.host.as_deref())?;
+
+    // 1. Connect: the deployed hosts, and any other whose root is below a
+    // home only it can tell.
+    let ssh_config = env.ssh_config.as_ref().map(|file| options.root.join(file));
+    let wanted: Vec<&str> = env
+        .hosts
+        .iter()
+        .filter(|host| selected.contains(&host.name) || !Path::new(&host.remote_dir).is_absolute())
+        .map(|host| host.name.as_str())
+        .collect();
+    let mut sessions = connect(&wanted, ssh_config.as_deref(), &env);
+    let mut unreachable: BTreeMap<String, String> = BTreeMap::new();
+    let mut roots = BTreeMap::new();
+    for host in &env.hosts {
+        let remote_dir = Path::new(&host.remote_dir);
+        let root = match sessions.get(&host.name) {
+            _ if remote_dir.is_absolute() => Some(remote_dir.to_path_buf()),
+            Some(Ok(agent)) if agent.hello.home.starts_with('/') => {
+                Some(Path::new(&agent.hello.home).join(remote_dir))
+            }
+            Some(Ok(_)) => {
+                unreachable.insert(
+                    host.name.clone(),
+                    "its agent did not say where the login user's home is".into(),
+                );
+                None
+            }
+            _ => None,
+        };
+        // A host whose root is unknown is configured under a root that
+        // exists nowhere; a host requiring from it does not deploy (below).
+        let root = root.unwrap_or_else(|| Path::new("/nonexistent-root-of").join(&host.name));
+        roots.insert(host.name.clone(), root);
+    }
+    let mut agents: BTreeMap<String, Agent> = BTreeMap::new();
+    for (host, session) in std::mem::take(&mut sessions) {
+        match session {
+            Ok(agent) if !unreachable.contains_key(&host) => {
+                agents.insert(host, agent);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                unreachable.insert(host, error.to_string());
+            }
+        }
+    }
+
+    // 2. Configure everything, here.
+    let deployment = Deployment::new(
+        &db,
+        options.root.clone(),
+        options.environment.clone(),
+        None,
+        roots.clone(),
+    );
+    let mut graphs: BTreeMap<String, Arc<HostGraph>> = BTreeMap::new();
+    let mut errors: Vec<ConfigError> = Vec::new();
+    for host in &env.hosts {
+        match host_graph(&db, deployment, host.name.clone()) {
+            Ok(graph) => {
+                graphs.insert(host.name.clone(), graph.clone());
+            }
+            Err(host_errors) => {
+                for error in host_errors {
+                    if !errors.contains(error) {
+                        errors.push(error.clone());
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        say_goodbye(agents);
+        return Err(Error::Configs(errors));
+    }
+    let nodes = selected
+        .iter()
+        .flat_map(|host| graphs[host].nodes.iter())
+        .map(|node| (node.id.as_str(), node.component.as_str()));
+    let checked = crate::selection::check("--force", &options.force, nodes.clone())
+        .and_then(|()| crate::selection::check("NODE", options.only.as_slice(), nodes));
+    if let Err(error) = checked {
+        say_goodbye(agents);
+        return Err(error);
+    }
+    if !options.dry_run
+        && selected
+            .iter()
+            .any(|host| graphs[host].nodes.iter().any(|node| node.sensitive))
+    {
+        if let Some(mask_key) = &options.mask_key {
+            crate::secrets::save_mask_key(&options.root, mask_key)?;
+        }
+    }
+    let wiring = wiring(&db, deployment).clone().map_err(Error::Configs)?;
+
+    // 3. Plan: gates and exports across hosts.
+    let mut failed_hosts: BTreeMap<String, String> = BTreeMap::new();
+    for host in &selected {
+        if let Some(why) = unreachable.get(host) {
+            failed_hosts.insert(host.clone(), format!("cannot reach it: {why}"));
+        }
+    }
+    let mut gates: BTreeMap<String, Vec<Gate>> = BTreeMap::new();
+    for host in &selected {
+        let graph = &graphs[host];
+        let mut by_provider: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        for (index, node) in graph.nodes.iter().enumerate() {
+            if !node.barrier {
+                continue;
+            }
+            let me = Placement {
+                host: host.clone(),
+                component: node.component.clone(),
+            };
+            for provider in wiring.providers_of(&me) {
+                if &provider.host == host || !selected.contains(&provider.host) {
+                    continue;
+                }
+                by_provider
+                    .entry((provider.host.clone(), provider.component.clone()))
+                    .or_default()
+                    .push(index);
+            }
+        }
+        let blocked = by_provider
+            .keys()
+            .map(|(provider_host, _)| provider_host)
+            .find(|provider_host| {
+                unreachable.contains_key(*provider_host)
+                    && !Path::new(&env.host(provider_host).map_or("", |h| &h.remote_dir))
+                        .is_absolute()
+            });
+        if let Some(provider_host) = blocked {
+            failed_hosts.entry(host.clone()).or_insert_with(|| {
+                format!(
+                    "not deployed: it requires from `{provider_host}`, which cannot be reached \
+                     to learn where its deployment lives"
+                )
+            });
+            continue;
+        }
+        let host_gates = by_provider
+            .into_iter()
+            .map(|((provider_host, component), mut waiting)| {
+                waiting.dedup();
+                Gate {
+                    host: provider_host,
+                    component,
+                    waiting,
+                }
+            })
+            .collect();
+        gates.insert(host.clone(), host_gates);
+    }
+    // Who waits for which (host, component): the routing table.
+    let mut waiting_hosts: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (host, host_gates) in &gates {
+        for gate in host_gates {
+            waiting_hosts
+                .entry((gate.host.clone(), gate.component.clone()))
+                .or_default()
+                .insert(host.clone());
+        }
+    }
+    let several = selected.len() > 1;
+    let mut plans: BTreeMap<String, HostPlan> = BTreeMap::new();
+    for host in &selected {
+        if failed_hosts.contains_key(host) {
+            continue;
+        }
+        let exports: Vec<String> = waiting_hosts
+            .keys()
+            .filter(|(provider_host, _)| provider_host == host)
+            .map(|(_, component)| component.clone())
+            .collect();
+        let root = roots[host].clone();
+        plans.insert(
+            host.clone(),
+            HostPlan {
+                work_dir: root.join(&env.work_dir),
+                root,
+                graph: (*graphs[host]).clone(),
+                gates: gates.remove(host).unwrap_or_default(),
+                exports,
+                options: PlanOptions {
+                    dry_run: options.dry_run,
+                    explain: options.explain,
+                    diff: options.diff,
+                    jobs,
+                    force: options.force.clone(),
+                    only: options.only.clone(),
+                    prune: options.prune,
+                    lock_timeout_secs: options.lock_timeout.map(|timeout| timeout.as_secs()),
+                    prefix: if several {
+                        format!("{host}: ")
+                    } else {
+                        String::new()
+                    },
+                    json,
+                },
+            },
+        );
+    }
+
+    // 4. Deploy: every plan out first, then one thread per host.
+    let mut senders: HashMap<String, Mutex<Option<AgentSender>>> = HashMap::new();
+    let mut running: Vec<(String, Agent)> = Vec::new();
+    for (host, mut agent) in agents {
+        let Some(plan) = plans.remove(&host) else {
+            // Connected only to learn its home, or not deployed after all.
+            let _ = agent.send(&Request::Bye);
+            let _ = agent.finish();
+            continue;
+        };
+        let mut sender = agent.take_sender();
+        let sent = match sender.as_mut() {
+            Some(sender) => sender.send(&Request::Deploy(Box::new(plan))),
+            None => Err(Error::Remote {
+                host: host.clone(),
+                message: "the session is closed".into(),
+            }),
+        };
+        match sent {
+            Ok(()) => {
+                senders.insert(host.clone(), Mutex::new(sender));
+                running.push((host, agent));
+            }
+            Err(error) => {
+                failed_hosts.insert(host.clone(), error.to_string());
+                let _ = agent.finish();
+            }
+        }
+    }
+    let route = Routes {
+        senders,
+        waiting_hosts,
+    };
+    // Exports of hosts that never started are failed at once.
+    for ((provider_host, component), _) in route.waiting_hosts.iter() {
+        if let Some(why) = failed_hosts.get(provider_host) {
+            route.settle(provider_host, component, Some(format!("its deploy did not run ({why})")));
+        }
+    }
+    let outcomes: Vec<(String, std::result::Result<HostReport, String>)> = {
+        let _executing = (!options.dry_run).then(crate::interrupt::Executing::begin);
+        let finished = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let route = &route;
+            let finished = &finished;
+            scope.spawn(move || pass_on_interrupts(route, finished));
+            let handles: Vec<_> = running
+                .into_iter()
+                .map(|(host, agent)| {
+                    let graph = graphs[&host].clone();
+                    scope.spawn(move || {
+                        let outcome = follow(&host, agent, &graph, route, json);
+                        (host, outcome)
+                    })
+                })
+                .collect();
+            let outcomes = handles
+                .into_iter()
+                .filter_map(|handle| handle.join().ok())
+                .collect();
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            outcomes
+        })
+    };
+    let mut reports = Vec::new();
+    let mut interrupted = None;
+    for (host, outcome) in outcomes {
+        match outcome {
+            Ok(report) => {
+                interrupted = interrupted.or(report.interrupted);
+                reports.push(report);
+            }
+            Err(why) => {
+                failed_hosts.insert(host, why);
+            }
+        }
+    }
+    reports.sort_by(|a, b| a.host.cmp(&b.host));
+    conclude(&options.environment, reports, failed_hosts, interrupted, json)
+}
+
+/// The hosts `tack deploy` deploys: `--host`, else all of them.
+fn select(env: &EnvironmentDef, wanted: Option<&str>) -> Result<Vec<String>> {
+    let names: Vec<String> = env.hosts.iter().map(|host| host.name.clone()).collect();
+    match wanted {
+        None => Ok(names),
+        Some(wanted) if names.iter().any(|name| name == wanted) => Ok(vec![wanted.to_string()]),
+        Some(wanted) => Err(Error::Usage(format!(
+            "host `{wanted}` is not in {} (hosts: {})",
+            env.file,
+            names.join(", ")
+        ))),
+    }
+}
+
+/// Starts an agent on each of `hosts` at once.
+fn connect(
+    hosts: &[&str],
+    ssh_config: Option<&Path>,
+    env: &EnvironmentDef,
+) -> BTreeMap<String, Result<Agent>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                let ssh = Ssh {
+                    destination: host.to_string(),
+                    config: ssh_config.map(Path::to_path_buf),
+                    connect_timeout: Duration::from_secs(env.connect_timeout_secs),
+                };
+                scope.spawn(move || (host.to_string(), start_agent(&ssh)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|handle| handle.join().ok())
+            .collect()
+    })
+}
+
+fn say_goodbye(agents: BTreeMap<String, Agent>) {
+    for (_, mut agent) in agents {
+        let _ = agent.send(&Request::Bye);
+        let _ = agent.finish();
+    }
+}
+
+/// Where settled components go: to the hosts whose gates wait for them.
+struct Routes {
+    senders: HashMap<String, Mutex<Option<AgentSender>>>,
+    waiting_hosts: BTreeMap<(String, String), BTreeSet<String>>,
+}
+
+impl Routes {
+    fn send(&self, host: &str, message: &Request) {
+        if let Some(sender) = self.senders.get(host) {
+            let mut sender = sender.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(open) = sender.as_mut() {
+                if open.send(message).is_err() {
+                    *sender = None;
+                }
+            }
+        }
+    }
+
+    fn settle(&self, host: &str, component: &str, failed: Option<String>) {
+        let key = (host.to_string(), component.to_string());
+        for waiting in self.waiting_hosts.get(&key).into_iter().flatten() {
+            self.send(
+                waiting,
+                &Request::Settled {
+                    host: host.to_string(),
+                    component: component.to_string(),
+                    failed: failed.clone(),
+                },
+            );
+        }
+    }
+
+    /// Closes the session's sending half: the agent ends after its report.
+    fn close(&self, host: &str) {
+        if let Some(sender) = self.senders.get(host) {
+            let mut sender = sender.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(mut open) = sender.take() {
+                let _ = open.send(&Request::Bye);
+            }
+        }
+    }
+}
+
+/// Passes an interrupt of this tack on to every agent, once.
+fn pass_on_interrupts(route: &Routes, finished: &std::sync::atomic::AtomicBool) {
+    while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+        if crate::interrupt::signal().is_some() {
+            for host in route.senders.keys() {
+                route.send(host, &Request::Stop);
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Follows one host's deploy to its end: prints its lines, answers its
+/// requests for contents, routes its settled components.
+fn follow(
+    host: &str,
+    mut agent: Agent,
+    graph: &HostGraph,
+    route: &Routes,
+    json: bool,
+) -> std::result::Result<HostReport, String> {
+    let contents: HashMap<Fingerprint, Arc<[u8]>> = graph
+        .nodes
+        .iter()
+        .filter_map(|node| match &node.action {
+            Action::File { content, .. } => {
+                Some((content.digest(), Arc::from(content.bytes()?)))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut exports_left: BTreeSet<String> = route
+        .waiting_hosts
+        .keys()
+        .filter(|(provider_host, _)| provider_host == host)
+        .map(|(_, component)| component.clone())
+        .collect();
+    let outcome = loop {
+        match agent.receive::<Response>() {
+            Ok(Some(Response::Output { text })) => {
+                if !json {
+                    let _ = crate::report::write_out(format_args!("{text}"));
+                }
+            }
+            Ok(Some(Response::Want { digests })) => {
+                let wanted: Option<Vec<Arc<[u8]>>> = digests
+                    .iter()
+                    .map(|digest| contents.get(digest).cloned())
+                    .collect();
+                let Some(wanted) = wanted else {
+                    break Err("its agent asked for a content this run does not deploy".into());
+                };
+                let sender = route.senders.get(host);
+                let mut sender = sender.map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
+                let sent = match sender.as_mut().and_then(|sender| sender.as_mut()) {
+                    Some(open) => open.send_with_raw(
+                        &Request::Contents {
+                            count: wanted.len(),
+                        },
+                        &wanted,
+                    ),
+                    None => Err(Error::Usage("the session is closed".into())),
+                };
+                if let Err(error) = sent {
+                    break Err(error.to_string());
+                }
+            }
+            Ok(Some(Response::Settled { component, failed })) => {
+                exports_left.remove(&component);
+                route.settle(host, &component, failed);
+            }
+            Ok(Some(Response::Finished(finished))) => {
+                let mut report = finished.report;
+                report.interrupted = finished
+                    .interrupted
+                    .and_then(|name| name.parse::<nix::sys::signal::Signal>().ok());
+                break Ok(report);
+            }
+            Ok(Some(Response::Failed { message, .. })) => break Err(message),
+            Ok(Some(Response::Pong)) => {}
+            Ok(None) => {
+                let tail = agent.stderr_tail();
+                let last = tail.last().map(String::as_str).unwrap_or("nothing on stderr");
+                break Err(format!("its agent ended without a report: {last}"));
+            }
+            Err(error) => break Err(error.to_string()),
+        }
+    };
+    for component in exports_left {
+        route.settle(host, &component, Some("its deploy ended early".into()));
+    }
+    route.close(host);
+    let ended = agent.finish();
+    match (outcome, ended) {
+        (Ok(report), _) => Ok(report),
+        (Err(why), _) => Err(why),
+    }
+}
+
+/// Prints the end of the run and decides the exit code.
+fn conclude(
+    environment: &str,
+    reports: Vec<HostReport>,
+    failed_hosts: BTreeMap<String, String>,
+    interrupted: Option<nix::sys::signal::Signal>,
+    json: bool,
+) -> Result<()> {
+    if json {
+        let failures: BTreeMap<&String, &String> = failed_hosts.iter().collect();
+        let mut report = serde_json::json!({
+            "environment": environment,
+            "hosts": reports,
+            "failed_hosts": failures,
+        });
+        if let Some(signal) = interrupted {
+            report["interrupted"] = signal.as_str().into();
+        }
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        crate::outln!("{text}");
+    }
+    for (host, why) in &failed_hosts {
+        eprintln!("error: host `{host}`: {why}");
+    }
+    if let Some(signal) = interrupted {
+        let count = |outcome: &str| {
+            let nodes = reports.iter().flat_map(|report| &report.nodes);
+            nodes.filter(|node| node.outcome == outcome).count()
+        };
+        return Err(Error::Interrupted {
+            signal,
+            stopped: count("interrupted"),
+            not_started: count("not started"),
+        });
+    }
+    let failed: usize = reports.iter().map(|r| r.summary.failed).sum();
+    let skipped: usize = reports.iter().map(|r| r.summary.skipped).sum();
+    if !failed_hosts.is_empty() {
+        return Err(Error::HostsFailed {
+            hosts: failed_hosts.keys().cloned().collect(),
+            failed,
+            skipped,
+        });
+    }
+    if failed > 0 {
+        return Err(Error::NodesFailed { failed, skipped });
+    }
+    Ok(())
+}
