@@ -75,6 +75,7 @@ pub fn deploy(
     format: Format,
 ) -> Result<()> {
     let json = format == Format::Json;
+    let started = std::time::Instant::now();
     let db = Database::with_secrets(&options.root, options.secrets.clone());
     let env = environment_def(&db, plain_deployment(&db, options))
         .clone()
@@ -91,6 +92,7 @@ pub fn deploy(
         .map(|host| host.name.as_str())
         .collect();
     let mut sessions = connect(&wanted, ssh_config.as_deref(), &env);
+    let started = crate::timings::phase("connect", started);
     let mut unreachable: BTreeMap<String, String> = BTreeMap::new();
     let mut roots = BTreeMap::new();
     for host in &env.hosts {
@@ -175,6 +177,8 @@ pub fn deploy(
         }
     }
     let wiring = wiring(&db, deployment).clone().map_err(Error::Configs)?;
+
+    let started = crate::timings::phase("configure", started);
 
     // 3. Plan: gates and exports across hosts.
     let mut failed_hosts: BTreeMap<String, String> = BTreeMap::new();
@@ -286,6 +290,7 @@ pub fn deploy(
     }
 
     // 4. Deploy: every plan out first, then one thread per host.
+    let mut transfers: BTreeMap<String, Transfer> = BTreeMap::new();
     let mut senders: HashMap<String, Mutex<Option<AgentSender>>> = HashMap::new();
     let mut running: Vec<(String, Agent)> = Vec::new();
     for (host, mut agent) in agents {
@@ -296,8 +301,10 @@ pub fn deploy(
             continue;
         };
         let mut sender = agent.take_sender();
+        let request = serde_json::to_vec(&Request::Deploy(Box::new(plan)))
+            .map_err(|error| Error::Usage(format!("cannot encode the plan of {host}: {error}")))?;
         let sent = match sender.as_mut() {
-            Some(sender) => sender.send(&Request::Deploy(Box::new(plan))),
+            Some(sender) => sender.send_encoded(&request),
             None => Err(Error::Remote {
                 host: host.clone(),
                 message: "the session is closed".into(),
@@ -305,6 +312,13 @@ pub fn deploy(
         };
         match sent {
             Ok(()) => {
+                transfers.insert(
+                    host.clone(),
+                    Transfer {
+                        plan_bytes: request.len(),
+                        content_bytes: 0,
+                    },
+                );
                 senders.insert(host.clone(), Mutex::new(sender));
                 running.push((host, agent));
             }
@@ -314,6 +328,7 @@ pub fn deploy(
             }
         }
     }
+    let started = crate::timings::phase("send plans", started);
     let route = Routes {
         senders,
         waiting_hosts,
@@ -324,7 +339,8 @@ pub fn deploy(
             route.settle(provider_host, component, Some(format!("its deploy did not run ({why})")));
         }
     }
-    let outcomes: Vec<(String, std::result::Result<HostReport, String>)> = {
+    type HostOutcome = (String, std::result::Result<HostReport, String>, usize);
+    let outcomes: Vec<HostOutcome> = {
         let _executing = (!options.dry_run).then(crate::interrupt::Executing::begin);
         let finished = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
@@ -336,8 +352,8 @@ pub fn deploy(
                 .map(|(host, agent)| {
                     let graph = graphs[&host].clone();
                     scope.spawn(move || {
-                        let outcome = follow(&host, agent, &graph, route, json);
-                        (host, outcome)
+                        let (outcome, sent) = follow(&host, agent, &graph, route, json);
+                        (host, outcome, sent)
                     })
                 })
                 .collect();
@@ -349,9 +365,13 @@ pub fn deploy(
             outcomes
         })
     };
+    crate::timings::phase("deploy", started);
     let mut reports = Vec::new();
     let mut interrupted = None;
-    for (host, outcome) in outcomes {
+    for (host, outcome, sent) in outcomes {
+        if let Some(transfer) = transfers.get_mut(&host) {
+            transfer.content_bytes = sent;
+        }
         match outcome {
             Ok(report) => {
                 interrupted = interrupted.or(report.interrupted);
@@ -363,7 +383,39 @@ pub fn deploy(
         }
     }
     reports.sort_by(|a, b| a.host.cmp(&b.host));
-    conclude(&options.environment, reports, failed_hosts, interrupted, json)
+    if options.explain && !json {
+        for (host, transfer) in &transfers {
+            crate::outln!(
+                "{host}: sent a plan of {} bytes and {} bytes of file contents",
+                transfer.plan_bytes,
+                transfer.content_bytes
+            );
+        }
+    }
+    let run = Run {
+        environment: &options.environment,
+        reports,
+        failed_hosts,
+        transfers,
+        interrupted,
+    };
+    conclude(run, json)
+}
+
+/// What went over a host's session besides the agent itself.
+#[derive(Debug, serde::Serialize)]
+struct Transfer {
+    plan_bytes: usize,
+    content_bytes: usize,
+}
+
+/// How a run over ssh ended, host by host.
+struct Run<'a> {
+    environment: &'a str,
+    reports: Vec<HostReport>,
+    failed_hosts: BTreeMap<String, String>,
+    transfers: BTreeMap<String, Transfer>,
+    interrupted: Option<nix::sys::signal::Signal>,
 }
 
 /// The hosts `tack deploy` deploys: `--host`, else all of them.
@@ -476,7 +528,8 @@ fn follow(
     graph: &HostGraph,
     route: &Routes,
     json: bool,
-) -> std::result::Result<HostReport, String> {
+) -> (std::result::Result<HostReport, String>, usize) {
+    let mut sent_bytes = 0;
     let contents: HashMap<Fingerprint, Arc<[u8]>> = graph
         .nodes
         .iter()
@@ -522,6 +575,7 @@ fn follow(
                 if let Err(error) = sent {
                     break Err(error.to_string());
                 }
+                sent_bytes += wanted.iter().map(|bytes| bytes.len()).sum::<usize>();
             }
             Ok(Some(Response::Settled { component, failed })) => {
                 exports_left.remove(&component);
@@ -548,27 +602,26 @@ fn follow(
         route.settle(host, &component, Some("its deploy ended early".into()));
     }
     route.close(host);
-    let ended = agent.finish();
-    match (outcome, ended) {
-        (Ok(report), _) => Ok(report),
-        (Err(why), _) => Err(why),
-    }
+    // How the session ended says nothing the report does not.
+    let _ = agent.finish();
+    (outcome, sent_bytes)
 }
 
 /// Prints the end of the run and decides the exit code.
-fn conclude(
-    environment: &str,
-    reports: Vec<HostReport>,
-    failed_hosts: BTreeMap<String, String>,
-    interrupted: Option<nix::sys::signal::Signal>,
-    json: bool,
-) -> Result<()> {
+fn conclude(run: Run, json: bool) -> Result<()> {
+    let Run {
+        environment,
+        reports,
+        failed_hosts,
+        transfers,
+        interrupted,
+    } = run;
     if json {
-        let failures: BTreeMap<&String, &String> = failed_hosts.iter().collect();
         let mut report = serde_json::json!({
             "environment": environment,
             "hosts": reports,
-            "failed_hosts": failures,
+            "failed_hosts": failed_hosts,
+            "transfers": transfers,
         });
         if let Some(signal) = interrupted {
             report["interrupted"] = signal.as_str().into();

@@ -140,6 +140,14 @@ impl AgentSender {
         frame::write_frame(&mut self.stdin, message).map_err(|error| self.broken(error))
     }
 
+    /// Sends a message already encoded as JSON (the caller wanted its
+    /// size) as one frame.
+    pub fn send_encoded(&mut self, json: &[u8]) -> Result<(), Error> {
+        frame::write_raw(&mut self.stdin, json)
+            .and_then(|()| self.stdin.flush())
+            .map_err(|error| self.broken(error))
+    }
+
     /// Sends `bytes` as raw frames after a frame announcing them, flushed
     /// together.
     pub fn send_with_raw<T: Serialize>(

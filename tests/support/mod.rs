@@ -166,6 +166,17 @@ impl Deployment {
     }
 }
 
+/// Every file, directory and symlink under `dir` (a host's `remote_dir`),
+/// by path relative to it.
+pub fn snapshot_of(dir: &Path) -> Snapshot {
+    let mut entries = BTreeMap::new();
+    for child in fs::read_dir(dir).into_iter().flatten().flatten() {
+        collect(dir, &child.path(), &mut entries);
+    }
+    std::thread::sleep(TIMESTAMP_TICK);
+    Snapshot(entries)
+}
+
 /// Copies the files and directories under `from` into `to`, leaving out
 /// the top-level entries named in `skip`. Symlinks are not expected in a
 /// deployment's sources and are refused.
