@@ -21,6 +21,9 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+mod sshd;
+pub use sshd::Sshd;
+
 /// Longer than the coarsest file timestamp clock (one jiffy at HZ=100), so
 /// that a write after [`Deployment::snapshot`] or [`Deployment::mtime`]
 /// always shows as a new mtime.
