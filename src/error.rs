@@ -198,7 +198,9 @@ impl Error {
     /// interrupt what a shell reports (130 for SIGINT, 143 for SIGTERM).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::NodesFailed { .. } | Error::HostsFailed { .. } | Error::AfterNodesRan { .. } => 1,
+            Error::NodesFailed { .. } | Error::HostsFailed { .. } | Error::AfterNodesRan { .. } => {
+                1
+            }
             Error::Interrupted { signal, .. } => crate::interrupt::exit_code(*signal),
             _ => 2,
         }

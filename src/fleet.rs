@@ -336,7 +336,11 @@ pub fn deploy(
     // Exports of hosts that never started are failed at once.
     for ((provider_host, component), _) in route.waiting_hosts.iter() {
         if let Some(why) = failed_hosts.get(provider_host) {
-            route.settle(provider_host, component, Some(format!("its deploy did not run ({why})")));
+            route.settle(
+                provider_host,
+                component,
+                Some(format!("its deploy did not run ({why})")),
+            );
         }
     }
     type HostOutcome = (String, std::result::Result<HostReport, String>, usize);
@@ -534,9 +538,7 @@ fn follow(
         .nodes
         .iter()
         .filter_map(|node| match &node.action {
-            Action::File { content, .. } => {
-                Some((content.digest(), Arc::from(content.bytes()?)))
-            }
+            Action::File { content, .. } => Some((content.digest(), Arc::from(content.bytes()?))),
             _ => None,
         })
         .collect();
@@ -592,7 +594,10 @@ fn follow(
             Ok(Some(Response::Pong)) => {}
             Ok(None) => {
                 let tail = agent.stderr_tail();
-                let last = tail.last().map(String::as_str).unwrap_or("nothing on stderr");
+                let last = tail
+                    .last()
+                    .map(String::as_str)
+                    .unwrap_or("nothing on stderr");
                 break Err(format!("its agent ended without a report: {last}"));
             }
             Err(error) => break Err(error.to_string()),

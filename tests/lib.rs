@@ -83,3 +83,7 @@ mod interrupt;
 /// uploads itself once, replaces a damaged copy, and names an unreachable
 /// host at once.
 mod ssh;
+
+// `tack deploy ENV` over ssh: two hosts, gates across them, no-op, dry run,
+// failures, kill, lock, and a differential test against a local deploy.
+mod fleet;

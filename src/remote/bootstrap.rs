@@ -43,7 +43,7 @@ pub const SCRIPT: &str = concat!(
     "&& [ \"$(wc -c < \"$bin\")\" -eq \"$size\" ] ",
     "&& [ \"$(head -c 4 \"$bin\" | od -An -tx1 | tr -d \" \\n\")\" = \"$magic\" ]; ",
     "then echo \"tack-bootstrap: have\"; exec \"$bin\" agent; fi; ",
-    "umask 077; ",
+    "mask=$(umask); umask 077; ",
     "mkdir -p \"$dir\" && chmod 700 \"$dir\" || exit 1; ",
     "tmp=\"$dir/.upload.$$\"; ",
     "rm -f \"$tmp\"; ",
@@ -52,7 +52,8 @@ pub const SCRIPT: &str = concat!(
     "if [ \"$(wc -c < \"$tmp\")\" -ne \"$size\" ]; ",
     "then rm -f \"$tmp\"; echo \"tack-bootstrap: the upload ended early\" >&2; exit 1; fi; ",
     "chmod 755 \"$tmp\" && mv -f \"$tmp\" \"$bin\" || { rm -f \"$tmp\"; exit 1; }; ",
-    "exec \"$bin\" agent",
+    // The agent deploys with the login's umask, as `tack local` would.
+    "umask \"$mask\"; exec \"$bin\" agent",
 );
 
 /// The marker before the bootstrap's answer: lines before it (a login

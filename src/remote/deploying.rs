@@ -220,7 +220,10 @@ impl Inbox {
 
     /// Waits until `ready` returns something, checking for an interrupt
     /// and for the deploying side going away now and then.
-    fn wait_for<T>(&self, mut ready: impl FnMut(&mut InboxState) -> Option<T>) -> Result<T, String> {
+    fn wait_for<T>(
+        &self,
+        mut ready: impl FnMut(&mut InboxState) -> Option<T>,
+    ) -> Result<T, String> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(value) = ready(&mut state) {

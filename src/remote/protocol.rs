@@ -58,9 +58,13 @@ pub enum Request {
 pub enum Response {
     Pong,
     /// Text for the deploying side's stdout: node lines and the summary.
-    Output { text: String },
+    Output {
+        text: String,
+    },
     /// The bytes of these contents, please (answered by `Contents`).
-    Want { digests: Vec<Fingerprint> },
+    Want {
+        digests: Vec<Fingerprint>,
+    },
     /// Every node of an exported component settled.
     Settled {
         component: String,
@@ -69,5 +73,8 @@ pub enum Response {
     /// The deploy ran; its report.
     Finished(Box<Finished>),
     /// The deploy could not run, or stopped with an error.
-    Failed { message: String, exit_code: i32 },
+    Failed {
+        message: String,
+        exit_code: i32,
+    },
 }
