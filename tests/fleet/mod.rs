@@ -483,3 +483,57 @@ fn contents(snapshot: &crate::support::Snapshot) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// What crosses each host's session, captured by an `ssh` first in `PATH`
+/// that copies its stdin: a secret of a component on beta goes only to
+/// beta, and only as the bytes of the file that renders it.
+#[test]
+fn a_secret_travels_only_to_the_host_that_uses_it() {
+    if !Sshd::installed("a_secret_travels_only_to_the_host_that_uses_it") {
+        return;
+    }
+    let fleet = Fleet::new(&[("alpha", "db"), ("beta", "app")]);
+    db_and_app(&fleet);
+    fleet.d.write(
+        "components/app/component.cfg",
+        "[secrets]\npassword = hunter2-in-the-clear\n\n\
+         [file:app.ini]\ncontent = password = {{ password }}\n",
+    );
+    let capture = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let wrapper = bin.path().join("ssh");
+    fs::write(
+        &wrapper,
+        "#!/bin/sh\n\
+         dest=; after=\n\
+         for a in \"$@\"; do\n\
+         if [ -n \"$after\" ] && [ -z \"$dest\" ]; then dest=$a; fi\n\
+         [ \"$a\" = \"--\" ] && after=1\n\
+         done\n\
+         tee -a \"$CAPTURE/$dest.in\" | /usr/bin/ssh \"$@\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    let out = fleet
+        .d
+        .tack_command(&["deploy", "prod"])
+        .env("PATH", path)
+        .env("CAPTURE", capture.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sent = |host: &str| fs::read(capture.path().join(format!("{host}.in"))).unwrap();
+    let secret = b"hunter2-in-the-clear";
+    let contains = |haystack: &[u8]| haystack.windows(secret.len()).any(|w| w == secret);
+    assert!(!sent("alpha").is_empty(), "the capture saw alpha's session");
+    assert!(!contains(&sent("alpha")), "alpha's session carried beta's secret");
+    assert!(contains(&sent("beta")), "beta's session carried its file");
+    assert_eq!(
+        fleet.read_remote("beta", "work/app/app.ini"),
+        "password = hunter2-in-the-clear\n"
+    );
+    let alpha = snapshot_of(&fleet.root_of("alpha"));
+    let everywhere: String = contents(&alpha).into_iter().map(|(_, what)| what).collect();
+    assert!(!everywhere.contains("hunter2"), "alpha holds beta's secret");
+}
