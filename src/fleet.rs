@@ -34,14 +34,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cli::{Format, Target};
-use crate::configure::{environment_def, host_graph, wiring, Placement};
+use crate::configure::{environment_def, host_graph, wiring};
 use crate::db::{Database, Deployment};
 use crate::deploy::{HostReport, Options};
 use crate::environment::EnvironmentDef;
 use crate::error::{ConfigError, Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::graph::{Action, HostGraph};
-use crate::peers::Gate;
 use crate::remote::bootstrap::{start_agent, Agent, AgentSender};
 use crate::remote::plan::{HostPlan, PlanOptions};
 use crate::remote::protocol::{Request, Response};
@@ -187,66 +186,23 @@ pub fn deploy(
             failed_hosts.insert(host.clone(), format!("cannot reach it: {why}"));
         }
     }
-    let mut gates: BTreeMap<String, Vec<Gate>> = BTreeMap::new();
-    for host in &selected {
-        let graph = &graphs[host];
-        let mut by_provider: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-        for (index, node) in graph.nodes.iter().enumerate() {
-            if !node.barrier {
-                continue;
-            }
-            let me = Placement {
-                host: host.clone(),
-                component: node.component.clone(),
-            };
-            for provider in wiring.providers_of(&me) {
-                if &provider.host == host || !selected.contains(&provider.host) {
-                    continue;
-                }
-                by_provider
-                    .entry((provider.host.clone(), provider.component.clone()))
-                    .or_default()
-                    .push(index);
-            }
-        }
-        let blocked = by_provider
-            .keys()
-            .map(|(provider_host, _)| provider_host)
-            .find(|provider_host| {
-                unreachable.contains_key(*provider_host)
-                    && !Path::new(&env.host(provider_host).map_or("", |h| &h.remote_dir))
-                        .is_absolute()
-            });
-        if let Some(provider_host) = blocked {
+    let selected_graphs: Vec<&HostGraph> =
+        selected.iter().map(|host| graphs[host].as_ref()).collect();
+    let crossings = crate::hosts::crossings(&wiring, &selected_graphs);
+    for (host, host_gates) in &crossings.gates {
+        // A host whose root no one could tell was configured under a root
+        // that exists nowhere: what requires from it would be wrong.
+        let blocked = host_gates.iter().map(|gate| &gate.host).find(|provider| {
+            unreachable.contains_key(*provider)
+                && !Path::new(&env.host(provider).map_or("", |h| &h.remote_dir)).is_absolute()
+        });
+        if let Some(provider) = blocked {
             failed_hosts.entry(host.clone()).or_insert_with(|| {
                 format!(
-                    "not deployed: it requires from `{provider_host}`, which cannot be reached \
+                    "not deployed: it requires from `{provider}`, which cannot be reached \
                      to learn where its deployment lives"
                 )
             });
-            continue;
-        }
-        let host_gates = by_provider
-            .into_iter()
-            .map(|((provider_host, component), mut waiting)| {
-                waiting.dedup();
-                Gate {
-                    host: provider_host,
-                    component,
-                    waiting,
-                }
-            })
-            .collect();
-        gates.insert(host.clone(), host_gates);
-    }
-    // Who waits for which (host, component): the routing table.
-    let mut waiting_hosts: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for (host, host_gates) in &gates {
-        for gate in host_gates {
-            waiting_hosts
-                .entry((gate.host.clone(), gate.component.clone()))
-                .or_default()
-                .insert(host.clone());
         }
     }
     let several = selected.len() > 1;
@@ -255,11 +211,6 @@ pub fn deploy(
         if failed_hosts.contains_key(host) {
             continue;
         }
-        let exports: Vec<String> = waiting_hosts
-            .keys()
-            .filter(|(provider_host, _)| provider_host == host)
-            .map(|(_, component)| component.clone())
-            .collect();
         let root = roots[host].clone();
         plans.insert(
             host.clone(),
@@ -267,8 +218,8 @@ pub fn deploy(
                 work_dir: root.join(&env.work_dir),
                 root,
                 graph: (*graphs[host]).clone(),
-                gates: gates.remove(host).unwrap_or_default(),
-                exports,
+                gates: crossings.gates_of(host).to_vec(),
+                exports: crossings.exports_of(host).to_vec(),
                 options: PlanOptions {
                     dry_run: options.dry_run,
                     explain: options.explain,
@@ -329,6 +280,16 @@ pub fn deploy(
         }
     }
     let started = crate::timings::phase("send plans", started);
+    // Who waits for which (host, component): where settled components go.
+    let mut waiting_hosts: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (host, host_gates) in &crossings.gates {
+        for gate in host_gates {
+            waiting_hosts
+                .entry((gate.host.clone(), gate.component.clone()))
+                .or_default()
+                .insert(host.clone());
+        }
+    }
     let route = Routes {
         senders,
         waiting_hosts,

@@ -513,8 +513,16 @@ fn a_secret_travels_only_to_the_host_that_uses_it() {
          tee -a \"$CAPTURE/$dest.in\" | /usr/bin/ssh \"$@\"\n",
     )
     .unwrap();
-    fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
     let out = fleet
         .d
         .tack_command(&["deploy", "prod"])
@@ -522,12 +530,19 @@ fn a_secret_travels_only_to_the_host_that_uses_it() {
         .env("CAPTURE", capture.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sent = |host: &str| fs::read(capture.path().join(format!("{host}.in"))).unwrap();
     let secret = b"hunter2-in-the-clear";
     let contains = |haystack: &[u8]| haystack.windows(secret.len()).any(|w| w == secret);
     assert!(!sent("alpha").is_empty(), "the capture saw alpha's session");
-    assert!(!contains(&sent("alpha")), "alpha's session carried beta's secret");
+    assert!(
+        !contains(&sent("alpha")),
+        "alpha's session carried beta's secret"
+    );
     assert!(contains(&sent("beta")), "beta's session carried its file");
     assert_eq!(
         fleet.read_remote("beta", "work/app/app.ini"),
