@@ -332,7 +332,8 @@ pub fn deploy(
     };
     crate::timings::phase("deploy", started);
     let mut reports = Vec::new();
-    let mut interrupted = None;
+    // The signal this tack got; else one an agent got on its own.
+    let mut interrupted = crate::interrupt::signal();
     for (host, outcome, sent) in outcomes {
         if let Some(transfer) = transfers.get_mut(&host) {
             transfer.content_bytes = sent;
@@ -475,9 +476,12 @@ impl Routes {
 /// Passes an interrupt of this tack on to every agent, once.
 fn pass_on_interrupts(route: &Routes, finished: &std::sync::atomic::AtomicBool) {
     while !finished.load(std::sync::atomic::Ordering::SeqCst) {
-        if crate::interrupt::signal().is_some() {
+        if let Some(signal) = crate::interrupt::signal() {
+            let stop = Request::Stop {
+                signal: signal.as_str().to_string(),
+            };
             for host in route.senders.keys() {
-                route.send(host, &Request::Stop);
+                route.send(host, &stop);
             }
             return;
         }

@@ -101,7 +101,11 @@ fn dispatch(cli: Cli) -> Result<()> {
                 only: args.node,
                 ..options(&args.target, true, true, args.diff)?
             };
-            deploy(&args.target, &options, args.format)
+            if fleet::over_ssh(&options)? {
+                fleet::deploy(&args.target, &options, None, args.format)
+            } else {
+                deploy(&args.target, &options, args.format)
+            }
         }
         Command::Cache(args) => cache_command::run(&args),
         Command::Completions { shell } => {

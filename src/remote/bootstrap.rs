@@ -197,7 +197,7 @@ pub fn start_agent(ssh: &Ssh) -> Result<Agent, Error> {
         })?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = StderrTail::collect(child.stderr.take().expect("stderr is piped"));
+    let stderr = StderrTail::collect(child.stderr.take().expect("stderr is piped"), &host);
     let mut session = Session {
         host,
         child,
@@ -210,6 +210,7 @@ pub fn start_agent(ssh: &Ssh) -> Result<Agent, Error> {
         Answer::Need { os, arch } => Some(session.upload(own, &os, &arch)?),
     };
     let hello = session.hello(own)?;
+    session.stderr.echo();
     Ok(Agent {
         hello,
         uploaded,
@@ -421,21 +422,32 @@ fn rust_arch(arch: &str) -> &str {
 
 /// ssh's stderr, read by a thread of its own (a full pipe would stall
 /// ssh), keeping the last [`STDERR_LINES`] lines.
+/// Once the agent greeted, what it writes to stderr (a warning about its
+/// state, a wait for its lock) is passed on to tack's stderr as it comes,
+/// prefixed with the host's name: before, it is ssh's and the bootstrap's
+/// talk, which errors quote.
 struct StderrTail {
     lines: Arc<Mutex<VecDeque<String>>>,
     reader: Option<JoinHandle<()>>,
+    echo: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StderrTail {
-    fn collect(stderr: impl Read + Send + 'static) -> StderrTail {
+    fn collect(stderr: impl Read + Send + 'static, host: &str) -> StderrTail {
         let lines = Arc::new(Mutex::new(VecDeque::new()));
         let kept = Arc::clone(&lines);
+        let echo = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let echoing = Arc::clone(&echo);
+        let host = host.to_string();
         let reader = std::thread::spawn(move || {
             let mut stderr = BufReader::new(stderr);
             let mut line = Vec::new();
             while matches!(stderr.read_until(b'\n', &mut line), Ok(n) if n > 0) {
                 let text = String::from_utf8_lossy(&line).trim_end().to_string();
                 line.clear();
+                if echoing.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = writeln!(std::io::stderr(), "{host}: {text}");
+                }
                 let mut kept = kept.lock().unwrap_or_else(|poison| poison.into_inner());
                 if kept.len() == STDERR_LINES {
                     kept.pop_front();
@@ -446,7 +458,13 @@ impl StderrTail {
         StderrTail {
             lines,
             reader: Some(reader),
+            echo,
         }
+    }
+
+    /// From now on, passes each line on as it comes.
+    fn echo(&self) {
+        self.echo.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Waits until ssh closed its stderr (it has exited).

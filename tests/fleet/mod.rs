@@ -552,3 +552,67 @@ fn a_secret_travels_only_to_the_host_that_uses_it() {
     let everywhere: String = contents(&alpha).into_iter().map(|(_, what)| what).collect();
     assert!(!everywhere.contains("hunter2"), "alpha holds beta's secret");
 }
+
+/// Ctrl-C (here SIGINT to tack alone) stops every host: each agent stops
+/// its running step and saves its state, and tack exits 130 once they
+/// reported; the next deploy runs the step again.
+#[test]
+fn an_interrupt_stops_every_host_and_the_next_deploy_finishes() {
+    if !Sshd::installed("an_interrupt_stops_every_host_and_the_next_deploy_finishes") {
+        return;
+    }
+    let fleet = Fleet::new(&[("alpha", "slow"), ("beta", "slow")]);
+    fleet.d.write(
+        "components/slow/component.cfg",
+        "[command:build]\nrun = touch started; sleep 41; echo built > built.txt\noutputs = built.txt\n",
+    );
+    let tack = fleet
+        .d
+        .tack_command(&["deploy", "prod"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for host in ["alpha", "beta"] {
+        while !fleet.remote_path(host, "work/slow/started").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the step never started on {host}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(tack.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let started = Instant::now();
+    let out = tack.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("Interrupted alpha: Slow > Command(build)"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("Interrupted beta: Slow > Command(build)"),
+        "{stdout}{stderr}"
+    );
+    assert!(!still_running("sleep 41"), "a step outlived the interrupt");
+    fleet
+        .d
+        .replace("components/slow/component.cfg", "sleep 41", "sleep 0");
+    let out = fleet.deploy(&[]).success();
+    assert!(
+        out.updated().contains("alpha: Slow > Command(build)"),
+        "{out}"
+    );
+    assert!(
+        out.updated().contains("beta: Slow > Command(build)"),
+        "{out}"
+    );
+}
