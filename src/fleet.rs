@@ -71,6 +71,7 @@ pub fn deploy(
     target: &Target,
     options: &Options,
     jobs: Option<usize>,
+    host_jobs: Option<usize>,
     format: Format,
 ) -> Result<()> {
     let json = format == Format::Json;
@@ -90,7 +91,7 @@ pub fn deploy(
         .filter(|host| selected.contains(&host.name) || !Path::new(&host.remote_dir).is_absolute())
         .map(|host| host.name.as_str())
         .collect();
-    let mut sessions = connect(&wanted, ssh_config.as_deref(), &env);
+    let mut sessions = connect(&wanted, ssh_config.as_deref(), &env, host_jobs);
     let started = crate::timings::phase("connect", started);
     let mut unreachable: BTreeMap<String, String> = BTreeMap::new();
     let mut roots = BTreeMap::new();
@@ -399,28 +400,38 @@ fn select(env: &EnvironmentDef, wanted: Option<&str>) -> Result<Vec<String>> {
 }
 
 /// Starts an agent on each of `hosts` at once.
+/// Starts an agent on each of `hosts`, at most `at_once` sessions being
+/// set up at a time (all when `None`): a bastion in front of many hosts
+/// refuses logins beyond its `MaxStartups`.
 fn connect(
     hosts: &[&str],
     ssh_config: Option<&Path>,
     env: &EnvironmentDef,
+    at_once: Option<usize>,
 ) -> BTreeMap<String, Result<Agent>> {
+    let queue = Mutex::new(hosts.iter());
+    let connected = Mutex::new(BTreeMap::new());
+    let workers = at_once.unwrap_or(hosts.len()).clamp(1, hosts.len().max(1));
     std::thread::scope(|scope| {
-        let handles: Vec<_> = hosts
-            .iter()
-            .map(|host| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let Some(host) = queue.lock().unwrap_or_else(|e| e.into_inner()).next() else {
+                    return;
+                };
                 let ssh = Ssh {
                     destination: host.to_string(),
                     config: ssh_config.map(Path::to_path_buf),
                     connect_timeout: Duration::from_secs(env.connect_timeout_secs),
                 };
-                scope.spawn(move || (host.to_string(), start_agent(&ssh)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|handle| handle.join().ok())
-            .collect()
-    })
+                let agent = start_agent(&ssh);
+                connected
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(host.to_string(), agent);
+            });
+        }
+    });
+    connected.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 fn say_goodbye(agents: BTreeMap<String, Agent>) {

@@ -91,7 +91,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             let local = &args.local;
             let options = deploy_options(local)?;
             if fleet::over_ssh(&options)? {
-                fleet::deploy(&local.target, &options, local.jobs, local.format)
+                fleet::deploy(
+                    &local.target,
+                    &options,
+                    local.jobs,
+                    args.host_jobs,
+                    local.format,
+                )
             } else {
                 deploy(&local.target, &options, local.format)
             }
@@ -102,7 +108,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 ..options(&args.target, true, true, args.diff)?
             };
             if fleet::over_ssh(&options)? {
-                fleet::deploy(&args.target, &options, None, args.format)
+                fleet::deploy(&args.target, &options, None, None, args.format)
             } else {
                 deploy(&args.target, &options, args.format)
             }

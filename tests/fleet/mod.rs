@@ -616,3 +616,24 @@ fn an_interrupt_stops_every_host_and_the_next_deploy_finishes() {
         "{out}"
     );
 }
+
+/// `--host-jobs 1` sets up one session at a time, and every host still
+/// deploys, in order where one requires from another.
+#[test]
+fn host_jobs_limits_the_sessions_set_up_at_once_and_every_host_deploys() {
+    if !Sshd::installed("host_jobs_limits_the_sessions_set_up_at_once_and_every_host_deploys") {
+        return;
+    }
+    let fleet = Fleet::new(&[("alpha", "db"), ("beta", "app"), ("gamma", "other")]);
+    db_and_app(&fleet);
+    fleet.d.write(
+        "components/other/component.cfg",
+        "[file:x.txt]\ncontent = x\n",
+    );
+    let out = fleet.deploy(&["--host-jobs", "1"]).success();
+    for line in ["alpha: 2 updated", "beta: 3 updated", "gamma: 1 updated"] {
+        assert!(out.stdout.contains(line), "{out}");
+    }
+    let refused = fleet.deploy(&["--host-jobs", "0"]);
+    assert_eq!(refused.code, 2, "{refused}");
+}
