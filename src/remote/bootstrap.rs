@@ -355,7 +355,7 @@ impl Session {
             Ok(status) if status.success() => Ok(()),
             Ok(status) => Err(self.ended(status, "the agent failed")),
             Err(error) => Err(Error::Remote {
-                host: self.host,
+                host: self.host.clone(),
                 message: format!("waiting for ssh failed: {error}"),
             }),
         }
@@ -375,6 +375,19 @@ impl Session {
             host: self.host.clone(),
             message: format!("{what} (ssh {status}): {last}"),
         }
+    }
+}
+
+/// An agent dropped without [`Agent::finish`] (an error elsewhere ended
+/// the work) has its session ended rather than left running: stdin is
+/// closed and ssh killed if it is still there.
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
     }
 }
 
