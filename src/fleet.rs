@@ -308,11 +308,12 @@ pub fn deploy(
     type HostOutcome = (String, std::result::Result<HostReport, String>, usize);
     let outcomes: Vec<HostOutcome> = {
         let _executing = (!options.dry_run).then(crate::interrupt::Executing::begin);
-        let finished = std::sync::atomic::AtomicBool::new(false);
+        // Dropping `finished` (when every host is done) wakes the watcher
+        // at once; a flag it polled would hold the run up to a poll's end.
+        let (finished, watching) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|scope| {
             let route = &route;
-            let finished = &finished;
-            scope.spawn(move || pass_on_interrupts(route, finished));
+            scope.spawn(move || pass_on_interrupts(route, watching));
             let handles: Vec<_> = running
                 .into_iter()
                 .map(|(host, agent)| {
@@ -327,7 +328,7 @@ pub fn deploy(
                 .into_iter()
                 .filter_map(|handle| handle.join().ok())
                 .collect();
-            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(finished);
             outcomes
         })
     };
@@ -484,9 +485,10 @@ impl Routes {
     }
 }
 
-/// Passes an interrupt of this tack on to every agent, once.
-fn pass_on_interrupts(route: &Routes, finished: &std::sync::atomic::AtomicBool) {
-    while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+/// Passes an interrupt of this tack on to every agent, once; returns when
+/// `finished` is closed (every host is done).
+fn pass_on_interrupts(route: &Routes, finished: std::sync::mpsc::Receiver<()>) {
+    loop {
         if let Some(signal) = crate::interrupt::signal() {
             let stop = Request::Stop {
                 signal: signal.as_str().to_string(),
@@ -496,7 +498,10 @@ fn pass_on_interrupts(route: &Routes, finished: &std::sync::atomic::AtomicBool) 
             }
             return;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        match finished.recv_timeout(Duration::from_millis(50)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 
