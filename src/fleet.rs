@@ -29,7 +29,7 @@
 //! its running steps and saves its state before it reports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,45 +91,15 @@ pub fn deploy(
         .filter(|host| selected.contains(&host.name) || !Path::new(&host.remote_dir).is_absolute())
         .map(|host| host.name.as_str())
         .collect();
-    let mut sessions = connect(&wanted, ssh_config.as_deref(), &env, host_jobs);
+    let sessions = connect(&wanted, ssh_config.as_deref(), &env, host_jobs);
     let started = crate::timings::phase("connect", started);
-    let mut unreachable: BTreeMap<String, String> = BTreeMap::new();
-    let mut roots = BTreeMap::new();
-    for host in &env.hosts {
-        let remote_dir = Path::new(&host.remote_dir);
-        let root = match sessions.get(&host.name) {
-            _ if remote_dir.is_absolute() => Some(remote_dir.to_path_buf()),
-            Some(Ok(agent)) if agent.hello.home.starts_with('/') => {
-                Some(Path::new(&agent.hello.home).join(remote_dir))
-            }
-            Some(Ok(_)) => {
-                unreachable.insert(
-                    host.name.clone(),
-                    "its agent did not say where the login user's home is".into(),
-                );
-                None
-            }
-            _ => None,
-        };
-        // A host whose root is unknown is configured under a root that
-        // exists nowhere; a host requiring from it does not deploy (below).
-        let root = root.unwrap_or_else(|| Path::new("/nonexistent-root-of").join(&host.name));
-        roots.insert(host.name.clone(), root);
-    }
-    let mut agents: BTreeMap<String, Agent> = BTreeMap::new();
-    for (host, session) in std::mem::take(&mut sessions) {
-        match session {
-            Ok(agent) if !unreachable.contains_key(&host) => {
-                agents.insert(host, agent);
-            }
-            Ok(_) => {}
-            Err(error) => {
-                unreachable.insert(host, error.to_string());
-            }
-        }
-    }
+    let Reached {
+        agents,
+        roots,
+        unreachable,
+    } = reached(&env, sessions);
 
-    // 2. Configure everything, here.
+    // 2. Configure everything, here, each host under its own root.
     let deployment = Deployment::new(
         &db,
         options.root.clone(),
@@ -137,47 +107,13 @@ pub fn deploy(
         None,
         roots.clone(),
     );
-    let mut graphs: BTreeMap<String, Arc<HostGraph>> = BTreeMap::new();
-    let mut errors: Vec<ConfigError> = Vec::new();
-    for host in &env.hosts {
-        match host_graph(&db, deployment, host.name.clone()) {
-            Ok(graph) => {
-                graphs.insert(host.name.clone(), graph.clone());
-            }
-            Err(host_errors) => {
-                for error in host_errors {
-                    if !errors.contains(error) {
-                        errors.push(error.clone());
-                    }
-                }
-            }
+    let (graphs, wiring) = match configure(&db, deployment, &env, &selected, options) {
+        Ok(configured) => configured,
+        Err(error) => {
+            say_goodbye(agents);
+            return Err(error);
         }
-    }
-    if !errors.is_empty() {
-        say_goodbye(agents);
-        return Err(Error::Configs(errors));
-    }
-    let nodes = selected
-        .iter()
-        .flat_map(|host| graphs[host].nodes.iter())
-        .map(|node| (node.id.as_str(), node.component.as_str()));
-    let checked = crate::selection::check("--force", &options.force, nodes.clone())
-        .and_then(|()| crate::selection::check("NODE", options.only.as_slice(), nodes));
-    if let Err(error) = checked {
-        say_goodbye(agents);
-        return Err(error);
-    }
-    if !options.dry_run
-        && selected
-            .iter()
-            .any(|host| graphs[host].nodes.iter().any(|node| node.sensitive))
-    {
-        if let Some(mask_key) = &options.mask_key {
-            crate::secrets::save_mask_key(&options.root, mask_key)?;
-        }
-    }
-    let wiring = wiring(&db, deployment).clone().map_err(Error::Configs)?;
-
+    };
     let started = crate::timings::phase("configure", started);
 
     // 3. Plan: gates and exports across hosts.
@@ -187,25 +123,17 @@ pub fn deploy(
             failed_hosts.insert(host.clone(), format!("cannot reach it: {why}"));
         }
     }
+    for (host, provider) in misconfigured(&env, &wiring, &selected, &unreachable) {
+        failed_hosts.entry(host).or_insert_with(|| {
+            format!(
+                "not deployed: it requires from `{provider}`, which cannot be reached \
+                 to learn where its deployment lives"
+            )
+        });
+    }
     let selected_graphs: Vec<&HostGraph> =
         selected.iter().map(|host| graphs[host].as_ref()).collect();
     let crossings = crate::hosts::crossings(&wiring, &selected_graphs);
-    for (host, host_gates) in &crossings.gates {
-        // A host whose root no one could tell was configured under a root
-        // that exists nowhere: what requires from it would be wrong.
-        let blocked = host_gates.iter().map(|gate| &gate.host).find(|provider| {
-            unreachable.contains_key(*provider)
-                && !Path::new(&env.host(provider).map_or("", |h| &h.remote_dir)).is_absolute()
-        });
-        if let Some(provider) = blocked {
-            failed_hosts.entry(host.clone()).or_insert_with(|| {
-                format!(
-                    "not deployed: it requires from `{provider}`, which cannot be reached \
-                     to learn where its deployment lives"
-                )
-            });
-        }
-    }
     let several = selected.len() > 1;
     let mut plans: BTreeMap<String, HostPlan> = BTreeMap::new();
     for host in &selected {
@@ -384,6 +312,140 @@ struct Run<'a> {
     failed_hosts: BTreeMap<String, String>,
     transfers: BTreeMap<String, Transfer>,
     interrupted: Option<nix::sys::signal::Signal>,
+}
+
+/// The sessions that started, and what they told.
+struct Reached {
+    agents: BTreeMap<String, Agent>,
+    /// Every host's root: its absolute `remote_dir`, or its `remote_dir`
+    /// below the home its agent told; a root that exists nowhere for a
+    /// host that could not tell.
+    roots: BTreeMap<String, PathBuf>,
+    /// Host -> why it could not be reached.
+    unreachable: BTreeMap<String, String>,
+}
+
+fn reached(env: &EnvironmentDef, mut sessions: BTreeMap<String, Result<Agent>>) -> Reached {
+    let mut unreachable = BTreeMap::new();
+    let mut roots = BTreeMap::new();
+    for host in &env.hosts {
+        let remote_dir = Path::new(&host.remote_dir);
+        let root = match sessions.get(&host.name) {
+            _ if remote_dir.is_absolute() => Some(remote_dir.to_path_buf()),
+            Some(Ok(agent)) if agent.hello.home.starts_with('/') => {
+                Some(Path::new(&agent.hello.home).join(remote_dir))
+            }
+            Some(Ok(_)) => {
+                unreachable.insert(
+                    host.name.clone(),
+                    "its agent did not say where the login user's home is".to_string(),
+                );
+                None
+            }
+            _ => None,
+        };
+        // Configured there, a host is not deployed, nor is one that
+        // requires from it ([`misconfigured`]).
+        let root = root.unwrap_or_else(|| Path::new("/nonexistent-root-of").join(&host.name));
+        roots.insert(host.name.clone(), root);
+    }
+    let mut agents = BTreeMap::new();
+    for (host, session) in std::mem::take(&mut sessions) {
+        match session {
+            Ok(agent) if !unreachable.contains_key(&host) => {
+                agents.insert(host, agent);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                unreachable.insert(host, error.to_string());
+            }
+        }
+    }
+    Reached {
+        agents,
+        roots,
+        unreachable,
+    }
+}
+
+/// Every host's graph, and the wiring; a configuration error of any host
+/// (or a `--force` or NODE that names nothing) stops the run.
+fn configure(
+    db: &Database,
+    deployment: Deployment,
+    env: &EnvironmentDef,
+    selected: &[String],
+    options: &Options,
+) -> Result<(
+    BTreeMap<String, Arc<HostGraph>>,
+    Arc<crate::configure::Wiring>,
+)> {
+    let mut graphs: BTreeMap<String, Arc<HostGraph>> = BTreeMap::new();
+    let mut errors: Vec<ConfigError> = Vec::new();
+    for host in &env.hosts {
+        match host_graph(db, deployment, host.name.clone()) {
+            Ok(graph) => {
+                graphs.insert(host.name.clone(), graph.clone());
+            }
+            Err(host_errors) => {
+                for error in host_errors {
+                    if !errors.contains(error) {
+                        errors.push(error.clone());
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Configs(errors));
+    }
+    let nodes = selected
+        .iter()
+        .flat_map(|host| graphs[host].nodes.iter())
+        .map(|node| (node.id.as_str(), node.component.as_str()));
+    crate::selection::check("--force", &options.force, nodes.clone())?;
+    crate::selection::check("NODE", options.only.as_slice(), nodes)?;
+    if !options.dry_run
+        && selected
+            .iter()
+            .any(|host| graphs[host].nodes.iter().any(|node| node.sensitive))
+    {
+        if let Some(mask_key) = &options.mask_key {
+            crate::secrets::save_mask_key(&options.root, mask_key)?;
+        }
+    }
+    let wiring = wiring(db, deployment).clone().map_err(Error::Configs)?;
+    Ok((graphs, wiring))
+}
+
+/// The selected hosts that require anything from a host whose root no one
+/// could tell (unreachable, with a `remote_dir` below its home), each with
+/// that host: what they render of it (its `workdir`) would be wrong.
+fn misconfigured(
+    env: &EnvironmentDef,
+    wiring: &crate::configure::Wiring,
+    selected: &[String],
+    unreachable: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let rootless = |host: &str| {
+        unreachable.contains_key(host)
+            && env
+                .host(host)
+                .is_some_and(|def| !Path::new(&def.remote_dir).is_absolute())
+    };
+    let mut found = Vec::new();
+    for placement in &wiring.placements {
+        if !selected.contains(&placement.host) || rootless(&placement.host) {
+            continue;
+        }
+        let provider = wiring
+            .providers_of(placement)
+            .find(|provider| provider.host != placement.host && rootless(&provider.host));
+        if let Some(provider) = provider {
+            found.push((placement.host.clone(), provider.host.clone()));
+        }
+    }
+    found
 }
 
 /// The hosts `tack deploy` deploys: `--host`, else all of them.

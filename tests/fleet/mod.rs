@@ -637,3 +637,47 @@ fn host_jobs_limits_the_sessions_set_up_at_once_and_every_host_deploys() {
     let refused = fleet.deploy(&["--host-jobs", "0"]);
     assert_eq!(refused.code, 2, "{refused}");
 }
+
+/// A host that requires from an unreachable host whose `remote_dir` is
+/// below a home it never told is not deployed: its app.ini would name a
+/// path that exists nowhere. One that needs nothing of it deploys.
+#[test]
+fn a_host_requiring_from_an_unreachable_host_of_unknown_root_is_not_deployed() {
+    if !Sshd::installed("a_host_requiring_from_an_unreachable_host_of_unknown_root_is_not_deployed")
+    {
+        return;
+    }
+    let fleet = Fleet::new(&[("down", "db"), ("alpha", "app"), ("beta", "other")]);
+    db_and_app(&fleet);
+    // Only a file, no step: nothing on alpha would wait for `down`.
+    fleet.d.write(
+        "components/app/component.cfg",
+        "[require:database]\nscope = environment\n\n\
+         [file:app.ini]\ncontent = db = {{ database[0].path }}\n",
+    );
+    fleet.d.write(
+        "components/other/component.cfg",
+        "[file:x.txt]\ncontent = x\n",
+    );
+    let env = fleet.d.read("environments/prod.cfg");
+    let relative = env.replace(
+        &format!("remote_dir = {}", fleet.root_of("down").display()),
+        "remote_dir = shop",
+    );
+    assert_ne!(env, relative);
+    fleet.d.write("environments/prod.cfg", &relative);
+    let out = fleet.deploy(&[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "error: host `alpha`: not deployed: it requires from `down`, which cannot be reached"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("error: host `down`: cannot reach it"),
+        "{out}"
+    );
+    assert!(!fleet.root_of("alpha").exists(), "alpha was written to");
+    assert_eq!(fleet.read_remote("beta", "work/other/x.txt"), "x\n");
+}
