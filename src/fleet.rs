@@ -368,6 +368,9 @@ fn reached(env: &EnvironmentDef, mut sessions: BTreeMap<String, Result<Agent>>) 
     }
 }
 
+/// Every host's graph, by host.
+type Graphs = BTreeMap<String, Arc<HostGraph>>;
+
 /// Every host's graph, and the wiring; a configuration error of any host
 /// (or a `--force` or NODE that names nothing) stops the run.
 fn configure(
@@ -376,11 +379,8 @@ fn configure(
     env: &EnvironmentDef,
     selected: &[String],
     options: &Options,
-) -> Result<(
-    BTreeMap<String, Arc<HostGraph>>,
-    Arc<crate::configure::Wiring>,
-)> {
-    let mut graphs: BTreeMap<String, Arc<HostGraph>> = BTreeMap::new();
+) -> Result<(Graphs, Arc<crate::configure::Wiring>)> {
+    let mut graphs = Graphs::new();
     let mut errors: Vec<ConfigError> = Vec::new();
     for host in &env.hosts {
         match host_graph(db, deployment, host.name.clone()) {
