@@ -98,6 +98,14 @@ pub fn deploy(
         roots,
         unreachable,
     } = reached(&env, sessions);
+    for (host, agent) in &agents {
+        if let Some(bytes) = agent.uploaded {
+            eprintln!(
+                "{host}: sent tack to the host ({:.1} MB), which lacked this build",
+                bytes as f64 / 1e6
+            );
+        }
+    }
 
     // 2. Configure everything, here, each host under its own root.
     let deployment = Deployment::new(
@@ -135,6 +143,13 @@ pub fn deploy(
         selected.iter().map(|host| graphs[host].as_ref()).collect();
     let crossings = crate::hosts::crossings(&wiring, &selected_graphs);
     let several = selected.len() > 1;
+    let run_id = format!(
+        "run-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos())
+    );
     let mut plans: BTreeMap<String, HostPlan> = BTreeMap::new();
     for host in &selected {
         if failed_hosts.contains_key(host) {
@@ -164,12 +179,18 @@ pub fn deploy(
                         String::new()
                     },
                     json,
+                    run_id: run_id.clone(),
+                    no_cache_read: options.cache.as_ref().is_some_and(|cache| !cache.read),
+                    cache_salt: options.cache.as_ref().and_then(|cache| cache.salt.clone()),
                 },
             },
         );
     }
 
-    // 4. Deploy: every plan out first, then one thread per host.
+    // 4. Deploy: every plan out first, each host locking in turn in the
+    // order of their names (agents is sorted), then `Go` to all and one
+    // thread per host. Two runs of one environment at once thus never
+    // each hold a host the other waits for.
     let mut transfers: BTreeMap<String, Transfer> = BTreeMap::new();
     let mut senders: HashMap<String, Mutex<Option<AgentSender>>> = HashMap::new();
     let mut running: Vec<(String, Agent)> = Vec::new();
@@ -190,11 +211,12 @@ pub fn deploy(
                 message: "the session is closed".into(),
             }),
         };
-        match sent {
+        match sent.and_then(|()| locked(&mut agent)) {
             Ok(()) => {
                 transfers.insert(
                     host.clone(),
                     Transfer {
+                        binary_bytes: agent.uploaded.unwrap_or(0),
                         plan_bytes: request.len(),
                         content_bytes: 0,
                     },
@@ -204,11 +226,20 @@ pub fn deploy(
             }
             Err(error) => {
                 failed_hosts.insert(host.clone(), error.to_string());
+                drop(sender);
                 let _ = agent.finish();
             }
         }
     }
-    let started = crate::timings::phase("send plans", started);
+    for sender in senders.values() {
+        let mut sender = sender.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = sender.as_mut() {
+            if open.send(&Request::Go).is_err() {
+                *sender = None;
+            }
+        }
+    }
+    let started = crate::timings::phase("send plans and lock", started);
     // Who waits for which (host, component): where settled components go.
     let mut waiting_hosts: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for (host, host_gates) in &crossings.gates {
@@ -281,8 +312,12 @@ pub fn deploy(
     reports.sort_by(|a, b| a.host.cmp(&b.host));
     if options.explain && !json {
         for (host, transfer) in &transfers {
+            let binary = match transfer.binary_bytes {
+                0 => String::new(),
+                bytes => format!("tack itself ({bytes} bytes), "),
+            };
             crate::outln!(
-                "{host}: sent a plan of {} bytes and {} bytes of file contents",
+                "{host}: sent {binary}a plan of {} bytes and {} bytes of file contents",
                 transfer.plan_bytes,
                 transfer.content_bytes
             );
@@ -298,9 +333,26 @@ pub fn deploy(
     conclude(run, json)
 }
 
-/// What went over a host's session besides the agent itself.
+/// Waits for the agent to hold its host's deploy lock.
+fn locked(agent: &mut Agent) -> Result<()> {
+    let host = agent.host().to_string();
+    let failed = |message: String| Error::Remote {
+        host: host.clone(),
+        message,
+    };
+    match agent.receive::<Response>()? {
+        Some(Response::Locked) => Ok(()),
+        Some(Response::Failed { message, .. }) => Err(failed(message)),
+        Some(other) => Err(failed(format!("its agent answered {other:?} to a plan"))),
+        None => Err(failed("its agent ended before it took the lock".into())),
+    }
+}
+
+/// What went over a host's session: tack's binary when the host lacked
+/// it, the plan, and the bytes of the files it wrote.
 #[derive(Debug, serde::Serialize)]
 struct Transfer {
+    binary_bytes: u64,
     plan_bytes: usize,
     content_bytes: usize,
 }
@@ -634,7 +686,7 @@ fn follow(
                 break Ok(report);
             }
             Ok(Some(Response::Failed { message, .. })) => break Err(message),
-            Ok(Some(Response::Pong)) => {}
+            Ok(Some(Response::Pong | Response::Locked)) => {}
             Ok(None) => {
                 let tail = agent.stderr_tail();
                 let last = tail

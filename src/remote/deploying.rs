@@ -76,8 +76,8 @@ fn run(plan: &HostPlan, outbox: &Sender<Response>, inbox: &Inbox) -> Result<Fini
         only: options.only.clone(),
         cache: Some(CacheOptions {
             dir: crate::cache_command::cache_dir(None, root),
-            salt: None,
-            read: true,
+            salt: options.cache_salt.clone(),
+            read: !options.no_cache_read,
         }),
         prune: options.prune,
         lock_timeout: options.lock_timeout_secs.map(Duration::from_secs),
@@ -89,8 +89,28 @@ fn run(plan: &HostPlan, outbox: &Sender<Response>, inbox: &Inbox) -> Result<Fini
     let _lock = if options.dry_run {
         None
     } else {
-        Some(options.lock()?)
+        let waiting = |holder: &str| {
+            eprintln!(
+                "waiting for the deploy lock of {} ({holder})",
+                root.display()
+            )
+        };
+        Some(crate::lock::DeployLock::acquire_for(
+            root,
+            options.lock_timeout,
+            &waiting,
+            Some(&plan.options.run_id),
+        )?)
     };
+    // Every host locks in turn, in the order of their names, before any
+    // starts: two runs each holding one host and waiting for the other
+    // would wait forever.
+    outbox
+        .send(Response::Locked)
+        .map_err(|_| Error::Agent("the session is closed".into()))?;
+    inbox
+        .wait_for(|state| state.go.then_some(()))
+        .map_err(Error::Agent)?;
     let reporter = Reporter::to(
         Box::new(Lines::new(outbox.clone())),
         options.explain,
@@ -165,6 +185,7 @@ fn read_messages(input: &mut impl Read, inbox: &Inbox) {
             } => inbox.update(|state| {
                 state.settled.insert((host, component), failed);
             }),
+            Request::Go => inbox.update(|state| state.go = true),
             Request::Stop { signal } => {
                 let signal = signal.parse().unwrap_or(nix::sys::signal::Signal::SIGHUP);
                 inbox.stop(signal);
@@ -192,6 +213,8 @@ struct InboxState {
     /// The deploy finished: the deploying side going away now is no
     /// interrupt.
     done: bool,
+    /// Every host holds its lock: deploy.
+    go: bool,
 }
 
 impl Inbox {

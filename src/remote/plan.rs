@@ -45,6 +45,14 @@ pub struct PlanOptions {
     pub prefix: String,
     /// `--format json`: no lines, only the report.
     pub json: bool,
+    /// Names this run in the hosts' lock files: a host whose lock this
+    /// same run holds (two names for one machine) is an error, not a wait.
+    pub run_id: String,
+    /// `--no-cache-read`: run every step that has to run, and write its
+    /// cache entry anew.
+    pub no_cache_read: bool,
+    /// `--cache-salt`.
+    pub cache_salt: Option<String>,
 }
 
 /// How a host's deploy ended, when it ran at all.

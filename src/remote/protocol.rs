@@ -33,10 +33,13 @@ pub enum Request {
     Ping,
     /// The agent returns; the session ends.
     Bye,
-    /// Deploy this host's plan. The agent answers with output, asks for
-    /// contents, reports settled exports, and ends with `Finished` or
-    /// `Failed`.
+    /// Deploy this host's plan. The agent takes the host's deploy lock
+    /// and says `Locked` (or `Failed`), then waits for `Go`; after it, it
+    /// answers with output, asks for contents, reports settled exports,
+    /// and ends with `Finished` or `Failed`.
     Deploy(Box<HostPlan>),
+    /// Every host of the run holds its lock: deploy.
+    Go,
     /// The bytes asked for by the last `Want`, in its order: `count` raw
     /// frames follow (see `frame::write_raw`).
     Contents { count: usize },
@@ -58,6 +61,9 @@ pub enum Request {
 #[serde(tag = "response", rename_all = "snake_case")]
 pub enum Response {
     Pong,
+    /// The host's deploy lock is held (a dry run takes none): waiting for
+    /// `Go`.
+    Locked,
     /// Text for the deploying side's stdout: node lines and the summary.
     Output {
         text: String,

@@ -366,7 +366,7 @@ fn two_deploys_of_one_environment_at_once_take_turns_on_each_host() {
     let fleet = Fleet::new(&[("alpha", "slow")]);
     fleet.d.write(
         "components/slow/component.cfg",
-        "[command:build]\nrun = touch started; sleep 3; echo built > built.txt\noutputs = built.txt\n",
+        "[command:build]\nrun = touch started; sleep 10; echo built > built.txt\noutputs = built.txt\n",
     );
     let first = fleet
         .d
@@ -680,4 +680,133 @@ fn a_host_requiring_from_an_unreachable_host_of_unknown_root_is_not_deployed() {
     );
     assert!(!fleet.root_of("alpha").exists(), "alpha was written to");
     assert_eq!(fleet.read_remote("beta", "work/other/x.txt"), "x\n");
+}
+
+/// Waits for `child` at most `patience`; kills it and fails the test if
+/// it is still running then (a deploy that hangs).
+fn finish_within(
+    child: std::process::Child,
+    patience: Duration,
+    what: &str,
+) -> std::process::Output {
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = done.clone();
+    let watchdog = std::thread::spawn(move || {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if watching.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        true
+    });
+    let output = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let killed = watchdog.join().unwrap();
+    assert!(
+        !killed,
+        "{what} hung and was killed after {patience:?}\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Two names for one machine with one `remote_dir`: the second host's
+/// lock is held by this very deploy, which would wait for itself forever.
+#[test]
+fn two_hosts_sharing_a_remote_dir_are_an_error_not_a_hang() {
+    if !Sshd::installed("two_hosts_sharing_a_remote_dir_are_an_error_not_a_hang") {
+        return;
+    }
+    let fleet = Fleet::new(&[("alpha", "db"), ("beta", "app")]);
+    db_and_app(&fleet);
+    let env = fleet.d.read("environments/prod.cfg").replace(
+        &fleet.root_of("beta").display().to_string(),
+        &fleet.root_of("alpha").display().to_string(),
+    );
+    fleet.d.write("environments/prod.cfg", &env);
+    let child = fleet
+        .d
+        .tack_command(&["deploy", "prod"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish_within(child, Duration::from_secs(60), "tack deploy");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: host `beta`:")
+            && stderr.contains("locked by this same deploy for another host"),
+        "{stderr}"
+    );
+}
+
+/// Two deploys of one environment at once, whose hosts wait for each
+/// other's components both ways (alpha's a2 needs beta's b1, which needs
+/// alpha's a1): each takes every host's lock in the order of their names
+/// before any host starts, so one waits for the other instead of each
+/// holding a host the other needs. beta's lock is held from outside at
+/// first, to make them meet.
+#[test]
+fn two_runs_whose_hosts_need_each_other_take_turns_and_never_deadlock() {
+    if !Sshd::installed("two_runs_whose_hosts_need_each_other_take_turns_and_never_deadlock") {
+        return;
+    }
+    let fleet = Fleet::new(&[("alpha", "a1, a2"), ("beta", "b1")]);
+    fleet.d.write(
+        "components/a1/component.cfg",
+        "[command:one]\nrun = sleep 1; date > one.txt\noutputs = one.txt\n\n[provide:p1]\nx = 1\n",
+    );
+    fleet.d.write(
+        "components/b1/component.cfg",
+        "[require:p1]\nscope = environment\n\n\
+         [command:two]\nrun = sleep 1; date > two.txt\noutputs = two.txt\n\n[provide:p2]\nx = 2\n",
+    );
+    fleet.d.write(
+        "components/a2/component.cfg",
+        "[require:p2]\nscope = environment\n\n\
+         [command:three]\nrun = date > three.txt\noutputs = three.txt\n",
+    );
+    fleet.deploy(&[]).success();
+    let lock = fleet.remote_path("beta", ".tack/lock");
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "3"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let forced = [
+        "deploy", "prod", "--force", "a1", "--force", "b1", "--force", "a2",
+    ];
+    let spawn = || {
+        fleet
+            .d
+            .tack_command(&forced)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = spawn();
+    let first = finish_within(first, Duration::from_secs(90), "the first deploy");
+    let second = finish_within(second, Duration::from_secs(90), "the second deploy");
+    holder.wait().unwrap();
+    for out in [first, second] {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
