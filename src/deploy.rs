@@ -12,7 +12,8 @@
 //! and the state is saved as at the end of any run, the stopped and
 //! unstarted nodes still marked unfinished. Its report says so
 //! (`HostReport::interrupted`), and the caller goes no further: no prune,
-//! no next host, no manifest, and `Error::Interrupted` after the report.
+//! no manifest, and `Error::Interrupted` after the report. (The other
+//! hosts of the run, deploying at the same time, stop alike.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -110,8 +111,8 @@ pub struct HostReport {
     /// manifest.
     #[serde(skip)]
     pub state: Option<crate::state::State>,
-    /// The signal that stopped this host's deploy: the caller deploys no
-    /// further host, writes no manifest, and exits as interrupted.
+    /// The signal that stopped this host's deploy: the caller writes no
+    /// manifest, and exits as interrupted.
     #[serde(skip)]
     pub interrupted: Option<nix::sys::signal::Signal>,
 }

@@ -18,6 +18,8 @@ pub struct EnvironmentDef {
     /// relative to the deployment root unless absolute; `None` lets
     /// `~/.ssh/config` apply.
     pub ssh_config: Option<String>,
+    /// Where `ssh_config` is set, for an error about the file it names.
+    pub ssh_config_at: Option<Location>,
     /// `connect_method = ssh`: how long ssh may take to connect to a host
     /// (its `ConnectTimeout`) before that host fails.
     pub connect_timeout_secs: u64,
@@ -49,6 +51,10 @@ pub const DEFAULT_REMOTE_DIR: &str = "deployment";
 /// The default of `connect_timeout`, in seconds.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 
+/// The longest `connect_timeout`: an hour (ssh refuses larger values
+/// with a message that names no file).
+pub const MAX_CONNECT_TIMEOUT_SECS: u64 = 3600;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Overrides {
     pub location: Location,
@@ -66,6 +72,7 @@ impl EnvironmentDef {
             connect_method,
             work_dir,
             ssh_config,
+            ssh_config_at: _,
             connect_timeout_secs,
             hosts,
             overrides: _,
@@ -98,6 +105,7 @@ impl EnvironmentDef {
             connect_method: ConnectMethod::Local,
             work_dir: "work".to_string(),
             ssh_config: None,
+            ssh_config_at: None,
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
             hosts: Vec::new(),
             overrides: BTreeMap::new(),
@@ -189,15 +197,17 @@ impl EnvironmentDef {
                         return Err(ConfigError::new(at, "ssh_config must not be empty"));
                     }
                     self.ssh_config = Some(entry.value.clone());
+                    self.ssh_config_at = Some(at);
                 }
                 "connect_timeout" => {
                     self.connect_timeout_secs = match entry.value.parse::<u64>() {
-                        Ok(seconds) if seconds > 0 => seconds,
+                        Ok(seconds) if (1..=MAX_CONNECT_TIMEOUT_SECS).contains(&seconds) => seconds,
                         _ => {
                             return Err(ConfigError::new(
                                 at,
                                 format!(
-                                    "connect_timeout `{}` is not a number of seconds above 0",
+                                    "connect_timeout `{}` is not a number of seconds from 1 to \
+                                     {MAX_CONNECT_TIMEOUT_SECS}",
                                     entry.value
                                 ),
                             ))
@@ -271,7 +281,24 @@ impl EnvironmentDef {
             let at = location.clone().key(&entry.key, entry.line);
             match entry.key.as_str() {
                 "remote_dir" => {
-                    let dir = entry.value.trim_end_matches('/');
+                    // `~/x` is what a shell means: below the home, as `x`.
+                    let value = entry.value.as_str();
+                    let value = if value == "~" {
+                        "."
+                    } else {
+                        value.strip_prefix("~/").unwrap_or(value)
+                    };
+                    if value.starts_with('~') {
+                        return Err(ConfigError::new(
+                            at,
+                            format!(
+                                "remote_dir `{}`: only the login user's own home (`~/`) is \
+                                 understood; write another user's as an absolute path",
+                                entry.value
+                            ),
+                        ));
+                    }
+                    let dir = value.trim_end_matches('/');
                     let parts = std::path::Path::new(dir).components();
                     if dir.is_empty()
                         || parts
@@ -373,5 +400,33 @@ mod tests {
             EnvironmentDef::parse("dev", FILE, "[environment]\nplatform = x\n[hosts]\nh = a\n")
                 .unwrap_err();
         assert!(err.to_string().contains("unknown key `platform`"), "{err}");
+    }
+
+    #[test]
+    fn remote_dir_below_the_home_with_or_without_a_tilde() {
+        let parse = |dir: &str| {
+            let text = format!("[environment]\nconnect_method = ssh\n[hosts]\na = x\n[host:a]\nremote_dir = {dir}\n");
+            EnvironmentDef::parse("dev", FILE, &text)
+        };
+        assert_eq!(parse("~/shop").unwrap().hosts[0].remote_dir, "shop");
+        assert_eq!(parse("shop/").unwrap().hosts[0].remote_dir, "shop");
+        assert_eq!(parse("/srv/shop").unwrap().hosts[0].remote_dir, "/srv/shop");
+        let error = parse("~bob/shop").unwrap_err();
+        assert_eq!(error.location.line, Some(6), "{error}");
+        assert!(error.message.contains("absolute path"), "{error}");
+        assert!(parse("shop/../etc").is_err());
+    }
+
+    #[test]
+    fn connect_timeout_is_seconds_ssh_takes() {
+        let parse = |seconds: &str| {
+            let text = format!("[environment]\nconnect_timeout = {seconds}\n[hosts]\na = x\n");
+            EnvironmentDef::parse("dev", FILE, &text)
+        };
+        assert_eq!(parse("5").unwrap().connect_timeout_secs, 5);
+        for wrong in ["0", "-1", "99999999999", "ten"] {
+            let error = parse(wrong).unwrap_err();
+            assert!(error.to_string().contains("connect_timeout"), "{error}");
+        }
     }
 }

@@ -85,6 +85,18 @@ pub fn deploy(
     // 1. Connect: the deployed hosts, and any other whose root is below a
     // home only it can tell.
     let ssh_config = env.ssh_config.as_ref().map(|file| options.root.join(file));
+    if let Some(file) = &ssh_config {
+        if !file.is_file() {
+            let at = env
+                .ssh_config_at
+                .clone()
+                .unwrap_or_else(|| crate::error::Location::file(&env.file));
+            return Err(Error::Config(ConfigError::new(
+                at,
+                format!("ssh_config `{}` is not a file", file.display()),
+            )));
+        }
+    }
     let wanted: Vec<&str> = env
         .hosts
         .iter()

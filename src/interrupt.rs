@@ -18,7 +18,7 @@
 //! node, each running step forwards the signal to its process group and
 //! kills the group after [`GRACE`] or at a second signal (`runner`), and
 //! the deploy saves its state, which names those nodes unfinished, prints
-//! its report, deploys no further host and ends in
+//! its report (as every host deploying at the same time does) and ends in
 //! [`Error::Interrupted`](crate::error::Error::Interrupted). At any
 //! other time (configuring, waiting for the deploy lock, reading) nothing
 //! runs that a kill would leave half done, and tack exits at once. Either

@@ -810,3 +810,27 @@ fn two_runs_whose_hosts_need_each_other_take_turns_and_never_deadlock() {
         );
     }
 }
+
+/// An ssh_config that is not there is a configuration error naming the
+/// line that names it, before any host is touched.
+#[test]
+fn a_missing_ssh_config_is_a_configuration_error_naming_its_line() {
+    if !Sshd::installed("a_missing_ssh_config_is_a_configuration_error_naming_its_line") {
+        return;
+    }
+    let fleet = Fleet::new(&[("alpha", "db")]);
+    db_and_app(&fleet);
+    let env = fleet
+        .d
+        .read("environments/prod.cfg")
+        .replace(&fleet.sshd.config_path().display().to_string(), "ssh_confg");
+    fleet.d.write("environments/prod.cfg", &env);
+    let out = fleet.deploy(&[]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("error: environments/prod.cfg:3 [environment] ssh_config:"),
+        "{out}"
+    );
+    assert!(!fleet.root_of("alpha").exists());
+}

@@ -376,10 +376,11 @@ fn an_interrupted_json_deploy_still_reports_what_it_stopped() {
 }
 
 #[test]
-fn an_interrupt_on_one_host_deploys_no_further_host_and_exits_as_interrupted() {
-    // `connect_method = local` deploys both hosts here, one after the
-    // other: a quick one, then one whose step is interrupted, then a
-    // third that must not be deployed.
+fn an_interrupt_stops_every_host_and_exits_as_interrupted() {
+    // `connect_method = local` deploys the three hosts here, all at once:
+    // a quick one, one whose step is interrupted, and a third whose file
+    // comes after a step of its own that is still running then, and must
+    // not be written.
     let d = Deployment::new()
         .env(
             "dev",
@@ -390,7 +391,10 @@ fn an_interrupt_on_one_host_deploys_no_further_host_and_exits_as_interrupted() {
             "slow",
             &format!("[command:slow]\nrun = echo $$ >> ../../slow.pids; {SLOW}\n"),
         )
-        .component("later", "[file:later.txt]\ncontent = later\n");
+        .component(
+            "later",
+            "[command:first]\nrun = sleep 30\n\n[file:later.txt]\ncontent = later\n",
+        );
     let _cleanup = Cleanup(&d);
     let (tack, group) = deploy_until_the_step_runs(&d, 1);
     signal(&tack, Signal::SIGTERM);
@@ -403,6 +407,11 @@ fn an_interrupt_on_one_host_deploys_no_further_host_and_exits_as_interrupted() {
     assert!(
         out.stdout
             .contains("Interrupted second: Slow > Command(slow)"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("Interrupted third: Later > Command(first)"),
         "{out}"
     );
 }
