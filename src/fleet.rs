@@ -16,11 +16,13 @@
 //!    component on another host waits at a gate for every node of that
 //!    component there; the providing host exports the component and says
 //!    when it settled, and this side passes that on ([`crate::peers`]).
-//! 4. **Deploy.** Every plan is sent before any answer is read, so no
-//!    settled component can reach a host before its plan. One thread per
-//!    host then prints what the agent reports (its lines already carry the
-//!    host's name), sends the file contents it asks for, and routes
-//!    settled components. A host whose session ends without a report
+//! 4. **Deploy.** The plans go out in the order of the host names, each
+//!    once the host before holds its deploy lock (two runs of one
+//!    environment never each hold a host the other waits for), then `Go`
+//!    to all, so no settled component can reach a host before its plan.
+//!    One thread per host then prints what the agent reports (its lines
+//!    already carry the host's name), sends the file contents it asks for,
+//!    and routes settled components. A host whose session ends without a report
 //!    fails its exports, so nothing waits for it forever.
 //!
 //! State, lock and observation stay on each host (`remote_dir/.tack/`):
