@@ -459,24 +459,20 @@ pub fn deploy_host(
                 node_report(node, decision, "failed".into(), None, Some(message.clone()))
             }
             Outcome::Skipped(culprit) => {
-                let culprit = match graph.nodes.get(*culprit) {
-                    Some(node) => node.display.clone(),
+                // A gate's failure says itself what happened on the other
+                // host (`alpha: Db > Command(migrate) failed`).
+                let because = match graph.nodes.get(*culprit) {
+                    Some(node) => format!("{} failed", node.display),
                     None => match &gate_outcomes[*culprit - count] {
                         Outcome::Failed(message) => message.clone(),
-                        _ => "a provider on another host".to_string(),
+                        _ => "a provider on another host did not finish".to_string(),
                     },
                 };
                 reporter.line(&format!(
-                    "Skipped {}{} (because {culprit} failed)",
+                    "Skipped {}{} (because {because})",
                     reporter.prefix, node.display
                 ));
-                node_report(
-                    node,
-                    decision,
-                    "skipped".into(),
-                    None,
-                    Some(format!("{culprit} failed")),
-                )
+                node_report(node, decision, "skipped".into(), None, Some(because))
             }
         };
         nodes.push(report);
@@ -539,9 +535,13 @@ fn removed(
         let prefix = &reporter.prefix;
         if options.prune && !options.dry_run {
             let done = match prunable.map(|prunable| (prunable, prunable.verdict(&record))) {
-                Some((prunable, PruneVerdict::Remove)) => prunable
-                    .prune(&record)
-                    .map(|what| ("Pruned", "pruned", what)),
+                Some((prunable, PruneVerdict::Remove)) => prunable.prune(&record).map(|what| {
+                    if crate::prune::changes_the_host(&record) {
+                        ("Pruned", "pruned", what)
+                    } else {
+                        ("Forgot", "forgotten", what)
+                    }
+                }),
                 Some((_, PruneVerdict::Forget(why))) => Ok(("Forgot", "forgotten", why)),
                 Some((_, PruneVerdict::Keep(why))) => Err(why),
                 None => Err("only a deploy of the whole host prunes".into()),
@@ -563,10 +563,13 @@ fn removed(
             let line = if options.prune {
                 let what = match (&record.target, running) {
                     (_, Some(process)) => format!("would stop pid {}", process.pid),
-                    (Some(target), None) => format!(
+                    (Some(target), None) if crate::prune::removes_from_disk(&record) => format!(
                         "would remove `{}` if it is still what tack made",
                         target.display()
                     ),
+                    (Some(target), None) => {
+                        format!("would forget it, leaving `{}` in place", target.display())
+                    }
                     (None, None) => "would forget it (nothing on disk)".to_string(),
                 };
                 format!("Would prune {prefix}{}: {what}", record.display)
@@ -575,8 +578,12 @@ fn removed(
                     (_, Some(process)) => {
                         format!("pid {} still runs; --prune stops it", process.pid)
                     }
-                    (Some(target), None) => format!(
+                    (Some(target), None) if crate::prune::removes_from_disk(&record) => format!(
                         "`{}` is left in place; --prune removes it",
+                        target.display()
+                    ),
+                    (Some(target), None) => format!(
+                        "`{}` is left in place; --prune forgets the step",
                         target.display()
                     ),
                     (None, None) => "nothing is on disk; --prune forgets it".to_string(),
@@ -796,8 +803,14 @@ impl<'a> Exports<'a> {
         };
         let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
         let (left, failed) = &mut *pending;
-        if !matches!(outcome, Outcome::Done | Outcome::NotNeeded) && failed.is_none() {
-            *failed = Some(node.display.clone());
+        let what = match outcome {
+            Outcome::Done | Outcome::NotNeeded => None,
+            Outcome::Failed(_) => Some("failed"),
+            Outcome::Skipped(_) => Some("was skipped"),
+            Outcome::NotStarted => Some("did not start"),
+        };
+        if let (Some(what), None) = (what, &failed) {
+            *failed = Some(format!("{} {what}", node.display));
         }
         *left -= 1;
         if *left == 0 {

@@ -137,12 +137,30 @@ pub fn deploy(
         }
     };
     let started = crate::timings::phase("configure", started);
+    if target.host.is_some() {
+        let deployed = wiring
+            .placements
+            .iter()
+            .filter(|placement| selected.contains(&placement.host));
+        for placement in deployed {
+            let elsewhere = wiring
+                .providers_of(placement)
+                .filter(|provider| !selected.contains(&provider.host));
+            for provider in elsewhere {
+                eprintln!(
+                    "note: {} on `{}` requires from {} on `{}`, which this run does not \
+                     deploy: it gets what that is configured to provide, deployed there or not",
+                    placement.component, placement.host, provider.component, provider.host
+                );
+            }
+        }
+    }
 
     // 3. Plan: gates and exports across hosts.
     let mut failed_hosts: BTreeMap<String, String> = BTreeMap::new();
     for host in &selected {
         if let Some(why) = unreachable.get(host) {
-            failed_hosts.insert(host.clone(), format!("cannot reach it: {why}"));
+            failed_hosts.insert(host.clone(), why.clone());
         }
     }
     for (host, provider) in misconfigured(&env, &wiring, &selected, &unreachable) {
@@ -239,7 +257,7 @@ pub fn deploy(
                 running.push((host, agent));
             }
             Err(error) => {
-                failed_hosts.insert(host.clone(), error.to_string());
+                failed_hosts.insert(host.clone(), why_host_failed(error));
                 drop(sender);
                 let _ = agent.finish();
             }
@@ -274,7 +292,7 @@ pub fn deploy(
             route.settle(
                 provider_host,
                 component,
-                Some(format!("its deploy did not run ({why})")),
+                Some(format!("its deploy did not run: {why}")),
             );
         }
     }
@@ -345,6 +363,15 @@ pub fn deploy(
         interrupted,
     };
     conclude(run, json)
+}
+
+/// What went wrong with a host, said after `error: host `H`: `.
+fn why_host_failed(error: Error) -> String {
+    match error {
+        Error::Unreachable { ssh, .. } => format!("cannot reach it: {ssh}"),
+        Error::Remote { message, .. } => message,
+        other => other.to_string(),
+    }
 }
 
 /// Waits for the agent to hold its host's deploy lock.
@@ -423,7 +450,7 @@ fn reached(env: &EnvironmentDef, mut sessions: BTreeMap<String, Result<Agent>>) 
             }
             Ok(_) => {}
             Err(error) => {
-                unreachable.insert(host, error.to_string());
+                unreachable.insert(host, why_host_failed(error));
             }
         }
     }
@@ -684,7 +711,7 @@ fn follow(
                     None => Err(Error::Usage("the session is closed".into())),
                 };
                 if let Err(error) = sent {
-                    break Err(error.to_string());
+                    break Err(why_host_failed(error));
                 }
                 sent_bytes += wanted.iter().map(|bytes| bytes.len()).sum::<usize>();
             }
@@ -709,7 +736,7 @@ fn follow(
                     .unwrap_or("nothing on stderr");
                 break Err(format!("its agent ended without a report: {last}"));
             }
-            Err(error) => break Err(error.to_string()),
+            Err(error) => break Err(why_host_failed(error)),
         }
     };
     for component in exports_left {

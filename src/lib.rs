@@ -86,7 +86,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Local(args) => deploy(&args.target, &deploy_options(&args)?, args.format),
+        Command::Local(args) => {
+            let options = deploy_options(&args)?;
+            if fleet::over_ssh(&options)? {
+                eprintln!(
+                    "note: `{env}` connects over ssh; `tack local` deploys its hosts that are \
+                     this machine (or --host) here, under this directory; `tack deploy {env}` \
+                     deploys over ssh",
+                    env = options.environment
+                );
+            }
+            deploy(&args.target, &options, args.format)
+        }
         Command::Deploy(args) => {
             let local = &args.local;
             let options = deploy_options(local)?;
@@ -126,7 +137,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::SshPing(args) => remote::ping::run(&args),
         Command::Graph(args) => {
             let options = options(&args.target, true, false, false)?;
-            for graph in configure_all(&options, &args.target)?.graphs {
+            // Over ssh, every host is deployed from here: show them all.
+            let every_host = fleet::over_ssh(&options)?;
+            for graph in configure_all(&options, &args.target, every_host)?.graphs {
                 report::write_out(format_args!("{}", graph.to_dot()))?;
             }
             Ok(())
@@ -254,7 +267,7 @@ fn deploy_configured(
 ) -> Result<Vec<HostReport>> {
     let started = std::time::Instant::now();
     let before = manifest::clock();
-    let configured = configure_all(options, target)?;
+    let configured = configure_all(options, target, false)?;
     let nodes = configured
         .graphs
         .iter()
@@ -363,7 +376,7 @@ struct Configured {
     deployment: Deployment,
 }
 
-fn configure_all(options: &Options, target: &Target) -> Result<Configured> {
+fn configure_all(options: &Options, target: &Target, every_host: bool) -> Result<Configured> {
     let root = &options.root;
     let db = Database::with_secrets(root, options.secrets.clone());
     let deployment = Deployment::new(
@@ -396,7 +409,10 @@ fn configure_all(options: &Options, target: &Target) -> Result<Configured> {
     if !errors.is_empty() {
         return Err(Error::Configs(errors));
     }
-    let selected = select_hosts(&env, target.host.as_deref())?;
+    let selected = match target.host.as_deref() {
+        None if every_host => env.hosts.iter().map(|host| host.name.clone()).collect(),
+        wanted => select_hosts(&env, wanted)?,
+    };
     let prunable = Prunable::new(
         root.join(&env.work_dir),
         graphs.iter().map(|graph| graph.as_ref()),

@@ -88,6 +88,21 @@ pub fn deepest_first(records: &mut [(String, NodeRecord)]) {
     records.sort_by(|(a_id, a), (b_id, b)| depth(b).cmp(&depth(a)).then(a_id.cmp(b_id)));
 }
 
+/// Whether pruning `record` changes the host: removes a file, symlink or
+/// directory, or stops a service; a step is only forgotten.
+pub fn changes_the_host(record: &NodeRecord) -> bool {
+    let kind = record.inputs.get("kind").map(|input| input.value.as_str());
+    removes_from_disk(record) || kind == Some("service")
+}
+
+/// Whether pruning `record` removes something from disk: a file,
+/// symlink or directory; a step's work dir and outputs are left in place,
+/// and the node is only forgotten.
+pub fn removes_from_disk(record: &NodeRecord) -> bool {
+    let kind = record.inputs.get("kind").map(|input| input.value.as_str());
+    matches!(kind, Some("file" | "symlink" | "directory"))
+}
+
 impl Prunable {
     /// Removes what `record` left, if it is still what tack left there:
     /// walked without following a link below the work dir's parent, so a
@@ -117,7 +132,7 @@ impl Prunable {
             };
         }
         if !["file", "symlink", "directory"].contains(&kind) {
-            return Ok("forgotten".to_string());
+            return Ok(format!("`{shown}` is left in place"));
         }
         let (dir, name) = match confined::parent_of(target, self.work_dir.parent(), false) {
             Ok(found) => found,

@@ -834,3 +834,25 @@ fn a_missing_ssh_config_is_a_configuration_error_naming_its_line() {
     );
     assert!(!fleet.root_of("alpha").exists());
 }
+
+/// `--host beta` deploys beta alone: what it requires from alpha is used
+/// as configured, and tack says so; `tack graph` shows every host.
+#[test]
+fn one_host_alone_is_told_what_it_requires_from_hosts_not_deployed() {
+    if !Sshd::installed("one_host_alone_is_told_what_it_requires_from_hosts_not_deployed") {
+        return;
+    }
+    let fleet = Fleet::new(&[("alpha", "db"), ("beta", "app")]);
+    db_and_app(&fleet);
+    let out = fleet.deploy(&["--host", "beta"]);
+    assert!(
+        out.stderr.contains(
+            "note: app on `beta` requires from db on `alpha`, which this run does not deploy"
+        ),
+        "{out}"
+    );
+    assert!(!fleet.root_of("alpha").exists(), "alpha was deployed");
+    let graph = fleet.d.tack(&["graph", "prod"]).success();
+    assert!(graph.stdout.contains("digraph \"alpha\""), "{graph}");
+    assert!(graph.stdout.contains("digraph \"beta\""), "{graph}");
+}

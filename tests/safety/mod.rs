@@ -455,3 +455,40 @@ fn a_copied_deployment_never_signals_the_original_daemon() {
         );
     }
 }
+
+/// A step no longer configured leaves its work dir in place: the report
+/// says `--prune` forgets it, and `--prune` forgets it and counts it so,
+/// never as pruned.
+#[test]
+fn a_step_no_longer_configured_is_forgotten_not_pruned() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            "[file:a.txt]\ncontent = a\n\n[command:build]\nrun = echo built > built.txt\noutputs = built.txt\n",
+        );
+    d.tack(&["local", "dev"]).success();
+    d.write(
+        "components/app/component.cfg",
+        "[file:a.txt]\ncontent = a\n",
+    );
+    let out = d.tack(&["local", "dev"]).success();
+    assert!(
+        out.stdout.contains(&format!(
+            "No longer configured App > Command(build): `{}` is left in place; --prune forgets the step",
+            d.path("work/app").display()
+        )),
+        "{out}"
+    );
+    let out = d.tack(&["local", "dev", "--prune"]).success();
+    assert!(
+        out.stdout.contains(&format!(
+            "Forgot App > Command(build): `{}` is left in place",
+            d.path("work/app").display()
+        )),
+        "{out}"
+    );
+    assert!(out.stdout.contains("1 forgotten"), "{out}");
+    assert!(!out.stdout.contains("pruned"), "{out}");
+    assert_eq!(d.read("work/app/built.txt"), "built\n");
+}
