@@ -658,6 +658,9 @@ fn report_unchanged(reporter: &Reporter, options: &Options, node: &NodeSpec, dec
         return;
     }
     for reason in &decision.reasons {
+        if let Reason::Adopted { .. } = reason {
+            reporter.node("Adopted", &node.display, &decision.reasons, None);
+        }
         if let Reason::RestartedOutside { old, new } = reason {
             reporter.line(&format!(
                 "Noticed {}{}: restarted outside tack: {old} -> {new}",

@@ -51,6 +51,14 @@ impl Decision {
     }
 }
 
+/// What a step `creates`: paths that hold data.
+fn creates_of(action: &Action) -> &[std::path::PathBuf] {
+    match action {
+        Action::Command(spec) | Action::Buildout { run: spec, .. } => &spec.creates,
+        _ => &[],
+    }
+}
+
 pub fn decide(
     node: &NodeSpec,
     record: Option<&NodeRecord>,
@@ -167,6 +175,22 @@ pub fn decide(
             running: None,
             predecessor: None,
         },
+        // A step that holds data (`creates`) with no record here, whose
+        // paths all exist: its state was lost, or it ran by hand. Running
+        // it again could run a migration twice; it is taken as done.
+        Observation::Matches(observed)
+            if record.is_none() && !forced && !creates_of(&node.action).is_empty() =>
+        {
+            Decision {
+                verdict: Verdict::Record,
+                reasons: vec![Reason::Adopted {
+                    paths: creates_of(&node.action).to_vec(),
+                }],
+                observed,
+                running: None,
+                predecessor: None,
+            }
+        }
         // A step's outputs existing says nothing about whether they are
         // current: with any reason at all, it runs.
         Observation::Matches(_) if !node.action.owns_target() && !reasons.is_empty() => {

@@ -40,6 +40,10 @@ pub enum Reason {
     RestartedOutside { old: i32, new: i32 },
     /// Inputs changed, but what the node deploys is the same.
     OutputUnchanged,
+    /// A step with no record here whose `creates` paths all exist (its
+    /// state was lost, or it ran by hand): taken as done rather than run
+    /// again over data it made.
+    Adopted { paths: Vec<PathBuf> },
 }
 
 /// An input as a report shows it: a secret's value and its hash become
@@ -117,6 +121,21 @@ impl Reason {
                 "inputs changed, but the output is the same: nothing to do",
             ),
             Reason::NotRunning { why } => line(&mut out, indent, &format!("not running: {why}")),
+            Reason::Adopted { paths } => {
+                let paths: Vec<String> = paths
+                    .iter()
+                    .map(|path| format!("`{}`", path.display()))
+                    .collect();
+                line(
+                    &mut out,
+                    indent,
+                    &format!(
+                        "never applied on this host, but what it creates exists ({}): \
+                         taken as done, not run over it (--force runs it)",
+                        paths.join(", ")
+                    ),
+                )
+            }
             Reason::RestartedOutside { old, new } => line(
                 &mut out,
                 indent,

@@ -492,3 +492,37 @@ fn a_step_no_longer_configured_is_forgotten_not_pruned() {
     assert!(!out.stdout.contains("pruned"), "{out}");
     assert_eq!(d.read("work/app/built.txt"), "built\n");
 }
+
+/// A step that `creates` data, deployed again after tack's state was lost
+/// (`.tack/` wiped, the environment renamed): what it created exists, so
+/// it is taken as done, not run over the data a second time.
+#[test]
+fn a_step_whose_data_exists_is_adopted_when_its_state_was_lost() {
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = db\n")
+        .component(
+            "db",
+            "[command:migrate]\nrun = mkdir -p data && echo migration >> data/log\ncreates = data/log\n",
+        );
+    d.tack(&["local", "dev"]).success();
+    std::fs::remove_dir_all(d.path(".tack")).unwrap();
+    let out = d.tack(&["local", "dev", "--explain"]).success();
+    assert!(
+        out.stdout.contains("Adopted Db > Command(migrate)"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("what it creates exists (`")
+            && out
+                .stdout
+                .contains("taken as done, not run over it (--force runs it)"),
+        "{out}"
+    );
+    assert_eq!(d.read("work/db/data/log"), "migration\n", "{out}");
+    // Recorded now: the next deploy has nothing to say.
+    let out = d.tack(&["local", "dev"]).success();
+    assert!(!out.stdout.contains("Adopted"), "{out}");
+    let out = d.tack(&["local", "dev", "--force", "db"]).success();
+    assert!(out.updated().contains("Db > Command(migrate)"), "{out}");
+    assert_eq!(d.read("work/db/data/log"), "migration\nmigration\n");
+}
