@@ -102,6 +102,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             let local = &args.local;
             let options = deploy_options(local)?;
             if fleet::over_ssh(&options)? {
+                if local.cache_dir.is_some() {
+                    eprintln!(
+                        "warning: --cache-dir (or TACK_CACHE_DIR) names a directory of this \
+                         machine; over ssh each host keeps its step cache in its \
+                         remote_dir/.tack/cache"
+                    );
+                }
                 fleet::deploy(
                     &local.target,
                     &options,
