@@ -23,7 +23,7 @@ use crate::plan::Decision;
 use crate::process::Process;
 use crate::runner::{self, shell_quote, Step};
 use crate::state::{NodeRecord, Observed};
-use crate::step_cache::{Outputs, StepCache};
+use crate::step_cache::{Lookup, Outputs, StepCache};
 use crate::supervisor_rpc::{ProgramInfo, Supervisord};
 
 /// What applying a node left behind, for its record.
@@ -255,22 +255,31 @@ fn cached(
     };
     let key = StepCache::key(node, &facts);
     let mut not_restored = None;
-    if let Some(hit) = steps.lookup(&key, &relative) {
-        let recorded = last.record.and_then(|record| record.outputs_tree.as_ref());
-        match StepCache::may_replace(&relative, recorded) {
-            Ok(()) => {
-                if let Some(tree) = steps.restore(&hit, &relative) {
-                    return Ok(Applied {
-                        produced: produced(outputs),
-                        facts,
-                        restored: true,
-                        outputs_tree: Some(tree),
-                        ..Applied::default()
-                    });
+    match steps.lookup(&key, &relative) {
+        Lookup::Hit(hit) => {
+            let recorded = last.record.and_then(|record| record.outputs_tree.as_ref());
+            match StepCache::may_replace(&relative, recorded) {
+                Ok(()) => {
+                    if let Some(tree) = steps.restore(&hit, &relative) {
+                        return Ok(Applied {
+                            produced: produced(outputs),
+                            facts,
+                            restored: true,
+                            outputs_tree: Some(tree),
+                            ..Applied::default()
+                        });
+                    }
                 }
+                Err(why) => not_restored = Some(why),
             }
-            Err(why) => not_restored = Some(why),
         }
+        Lookup::Unauthenticated => {
+            not_restored = Some(format!(
+                "the entry is not authenticated by `{}`; running the step instead",
+                crate::step_cache::KEY_VARIABLE
+            ))
+        }
+        Lookup::Miss => {}
     }
     let mut applied = run()?;
     applied.facts = facts;
