@@ -260,7 +260,8 @@ fn cached(
             let recorded = last.record.and_then(|record| record.outputs_tree.as_ref());
             match StepCache::may_replace(&relative, recorded) {
                 Ok(()) => {
-                    if let Some(tree) = steps.restore(&hit, &relative) {
+                    let trusted = confined::trusted_base(node.confined_to.as_deref());
+                    if let Some(tree) = steps.restore(&hit, &relative, trusted) {
                         return Ok(Applied {
                             produced: produced(outputs),
                             facts,

@@ -182,12 +182,14 @@ impl StepCache {
     }
 
     /// Restores a hit; the tree digest of what is now on disk, or `None` on
-    /// a miss (a blob gone or corrupt, an entry that is not whole), when
-    /// nothing was changed.
-    pub fn restore(&self, hit: &Hit, outputs: &Outputs) -> Option<Digest> {
+    /// a miss (a blob gone or corrupt, an entry that is not whole, a
+    /// symlink planted on the way), when nothing was changed. From
+    /// `trusted` (see [`crate::confined::trusted_base`]) down, no symlink
+    /// is followed.
+    pub fn restore(&self, hit: &Hit, outputs: &Outputs, trusted: Option<&Path>) -> Option<Digest> {
         let restored = self
             .store
-            .restore_outputs(&hit.record.outputs, outputs.cwd, &outputs.relative)
+            .restore_outputs(&hit.record.outputs, trusted, outputs.cwd, &outputs.relative)
             .ok()?;
         restored.then(|| cache::tree_digest(&hit.record.outputs))
     }

@@ -99,6 +99,7 @@ use std::path::{Path, PathBuf};
 mod action;
 mod archive;
 mod blob;
+mod confined;
 mod digest;
 mod error;
 mod maint;

@@ -243,6 +243,63 @@ fn a_restore_never_deletes_through_a_planted_symlink() {
 }
 
 #[test]
+fn a_restore_racing_a_planted_symlink_never_writes_outside() {
+    if !as_root("finding 4, the race") {
+        return;
+    }
+    // The step works only while `ready` exists: once the cache holds its
+    // outputs, every forced deploy restores them, and a deploy that finds
+    // the cache unusable fails instead of running a shell command as root
+    // through whatever nobody planted.
+    let shared = tempfile::tempdir().unwrap();
+    let ready = shared.path().join("ready");
+    fs::write(&ready, "").unwrap();
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            &format!(
+                "[command:build]\nrun = test -e {ready} && mkdir -p build/out && echo built > build/out/a\noutputs = build/out\ncache = true\n",
+                ready = ready.display()
+            ),
+        );
+    d.tack(&["local", "dev"]).success();
+    fs::remove_file(&ready).unwrap();
+    owned_by_nobody(&d);
+    let outside = root_only();
+    // nobody exchanges `build` with a link to the root-only directory, and
+    // `build/out` with a link too whenever `build` is its own directory,
+    // atomically and over and over.
+    let script = format!(
+        "import ctypes, os, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         os.symlink('{outside}', 'evil')\n\
+         end = time.time() + {secs}\n\
+         while time.time() < end:\n\
+         \x20   libc.renameat2(-100, b'build', -100, b'evil', 2)\n\
+         \x20   try:\n\
+         \x20       os.symlink('{outside}', 'build/evil')\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         \x20   libc.renameat2(-100, b'build/out', -100, b'build/evil', 2)\n",
+        outside = outside.path().display(),
+        secs = RACE.as_secs() + 1
+    );
+    let mut racer = as_nobody(&d.path("work/app"), &script);
+    let started = Instant::now();
+    let (mut runs, mut restored) = (0, 0);
+    while started.elapsed() < RACE {
+        let output = d.tack(&["local", "dev", "--force", "app"]);
+        runs += 1;
+        restored += usize::from(output.stdout.contains("Restored"));
+    }
+    racer.wait().unwrap();
+    eprintln!("{runs} deploys raced, {restored} restored");
+    assert!(restored >= 2, "only {restored} of {runs} deploys restored");
+    assert!(untouched(outside.path()), "after {runs} deploys");
+}
+
+#[test]
 fn a_forged_record_never_makes_prune_delete_outside_the_work_dir() {
     if !as_root("finding 5") {
         return;
