@@ -299,6 +299,118 @@ fn a_restore_racing_a_planted_symlink_never_writes_outside() {
     assert!(untouched(outside.path()), "after {runs} deploys");
 }
 
+/// A work dir `work/` owned by nobody, in which nobody made `app` a link
+/// to `outside`, before root's first deploy.
+fn work_dir_linked_by_nobody(d: &Deployment, outside: &Path) {
+    fs::set_permissions(d.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(d.path("work")).unwrap();
+    chown_tree(&d.path("work"));
+    nobody_sh(&d.path("work"), &format!("ln -s {} app", outside.display()));
+}
+
+#[test]
+fn the_orphan_sweep_never_deletes_through_a_swapped_work_dir() {
+    if !as_root("the orphan sweep") {
+        return;
+    }
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component("app", "[file:app.ini]\ncontent = port = 8080\n");
+    let outside = root_only();
+    // A root file that looks like one of tack's temp files.
+    let lookalike = outside.path().join(".tack-0123456789abcdef");
+    fs::write(&lookalike, "root's too\n").unwrap();
+    work_dir_linked_by_nobody(&d, outside.path());
+    let output = d.tack(&["local", "dev"]);
+    assert_eq!(output.code, 1, "{output}");
+    assert!(output.stdout.contains("is a symlink"), "{output}");
+    assert_eq!(
+        fs::read_to_string(&lookalike).ok().as_deref(),
+        Some("root's too\n"),
+        "{output}"
+    );
+}
+
+/// A stand-in for python: answers `--version`, makes a "venv" with
+/// `-m venv DIR` (itself as `DIR/bin/python`), and does nothing else.
+fn fake_python(dir: &Path) -> std::path::PathBuf {
+    let python = dir.join("python");
+    fs::write(
+        &python,
+        "#!/bin/sh\n\
+         if [ \"$1\" = --version ]; then echo 'Python 3.11.7'; exit 0; fi\n\
+         if [ \"$1\" = -m ] && [ \"$2\" = venv ]; then mkdir -p \"$3/bin\" && cp \"$0\" \"$3/bin/python\"; fi\n",
+    )
+    .unwrap();
+    fs::set_permissions(&python, fs::Permissions::from_mode(0o755)).unwrap();
+    python
+}
+
+fn with_venv(python: &Path) -> Deployment {
+    Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = tick, app\n")
+        .component(
+            "tick",
+            "[provide:programs]\nname = tick\ncommand = /bin/sleep 600\n",
+        )
+        .component(
+            "app",
+            &format!(
+                "[require:programs]\n\n[supervisor]\nport = {port}\npython = {python}\n",
+                port = crate::support::free_port(),
+                python = python.display()
+            ),
+        )
+}
+
+#[test]
+fn a_venv_is_never_removed_through_a_swapped_work_dir() {
+    if !as_root("the venv through a link") {
+        return;
+    }
+    let tools = tempfile::tempdir().unwrap();
+    let d = with_venv(&fake_python(tools.path()));
+    let outside = root_only();
+    // Root's own venv-looking directory behind the link.
+    fs::create_dir(outside.path().join(".venv")).unwrap();
+    fs::write(outside.path().join(".venv/keep"), "root's\n").unwrap();
+    work_dir_linked_by_nobody(&d, outside.path());
+    let output = d.tack(&["local", "dev"]);
+    assert_eq!(output.code, 1, "{output}");
+    assert!(output.stdout.contains("is a symlink"), "{output}");
+    assert_eq!(
+        fs::read_to_string(outside.path().join(".venv/keep"))
+            .ok()
+            .as_deref(),
+        Some("root's\n"),
+        "{output}"
+    );
+    assert!(
+        !outside.path().join(".venv/.tack-bootstrap").exists(),
+        "{output}"
+    );
+}
+
+#[test]
+fn a_fifo_as_the_venv_marker_hangs_nothing() {
+    if !as_root("a FIFO as the venv marker") {
+        return;
+    }
+    let tools = tempfile::tempdir().unwrap();
+    let d = with_venv(&fake_python(tools.path()));
+    // The fake venv has no supervisord: the deploy fails after the venv.
+    d.tack(&["local", "dev"]);
+    assert!(d.exists("work/app/.venv/.tack-bootstrap"));
+    owned_by_nobody(&d);
+    nobody_sh(
+        &d.path("work/app/.venv"),
+        "rm .tack-bootstrap && mkfifo .tack-bootstrap",
+    );
+    let (_, text) = run_bounded(&d, &["local", "dev"]);
+    let marker = fs::symlink_metadata(d.path("work/app/.venv/.tack-bootstrap")).unwrap();
+    assert!(marker.is_file(), "the venv was rebuilt:\n{text}");
+}
+
 #[test]
 fn a_forged_record_never_makes_prune_delete_outside_the_work_dir() {
     if !as_root("finding 5") {
