@@ -264,7 +264,7 @@ fn cached(
             match StepCache::may_replace(&relative, recorded) {
                 Ok(()) => {
                     let trusted = confined::trusted_base(node.confined_to.as_deref());
-                    if let Some(tree) = steps.restore(&hit, &relative, trusted) {
+                    if let Some(tree) = steps.restore(&hit, &relative, trusted)? {
                         return Ok(Applied {
                             produced: produced(outputs),
                             facts,

@@ -182,16 +182,31 @@ impl StepCache {
     }
 
     /// Restores a hit; the tree digest of what is now on disk, or `None` on
-    /// a miss (a blob gone or corrupt, an entry that is not whole, a
-    /// symlink planted on the way), when nothing was changed. From
-    /// `trusted` (see [`crate::confined::trusted_base`]) down, no symlink
-    /// is followed.
-    pub fn restore(&self, hit: &Hit, outputs: &Outputs, trusted: Option<&Path>) -> Option<Digest> {
-        let restored = self
-            .store
-            .restore_outputs(&hit.record.outputs, trusted, outputs.cwd, &outputs.relative)
-            .ok()?;
-        restored.then(|| cache::tree_digest(&hit.record.outputs))
+    /// a miss (a blob gone or corrupt, an entry that is not whole, an I/O
+    /// error while staging), when nothing was changed. From `trusted` (see
+    /// [`crate::confined::trusted_base`]) down, no symlink is followed: one
+    /// planted where a directory of the outputs belongs is an error naming
+    /// it, not a miss, since running the step instead would write through
+    /// it.
+    pub fn restore(
+        &self,
+        hit: &Hit,
+        outputs: &Outputs,
+        trusted: Option<&Path>,
+    ) -> Result<Option<Digest>, String> {
+        match self.store.restore_outputs(
+            &hit.record.outputs,
+            trusted,
+            outputs.cwd,
+            &outputs.relative,
+        ) {
+            Ok(true) => Ok(Some(cache::tree_digest(&hit.record.outputs))),
+            Ok(false) => Ok(None),
+            Err(error) if matches!(error.kind, cache::ErrorKind::InvalidPath(_)) => Err(format!(
+                "cannot restore the outputs from the cache: {error}"
+            )),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Whether a restore may replace what is at the outputs now: nothing is

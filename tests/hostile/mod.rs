@@ -243,6 +243,43 @@ fn a_restore_never_deletes_through_a_planted_symlink() {
 }
 
 #[test]
+fn a_restore_that_meets_a_planted_symlink_fails_rather_than_run_the_step_through_it() {
+    if !as_root("finding 4, the fallback") {
+        return;
+    }
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            "[attributes]\nv = 1\n\n[command:build]\nrun = mkdir -p build/out && echo {{ v }} > build/out/a\noutputs = build/out\ncache = true\n",
+        );
+    d.tack(&["local", "dev"]).success();
+    d.replace("components/app/component.cfg", "v = 1", "v = 2");
+    d.tack(&["local", "dev"]).success();
+    owned_by_nobody(&d);
+    // A link to a root-only directory with no `out` in it: nothing there
+    // for the restore to overwrite, so only the link stops it.
+    let outside = root_only();
+    nobody_sh(
+        &d.path("work/app"),
+        &format!("rm -rf build && ln -s {} build", outside.path().display()),
+    );
+    d.replace("components/app/component.cfg", "v = 2", "v = 1");
+    let output = d.tack(&["local", "dev"]);
+    assert_eq!(output.code, 1, "{output}");
+    assert!(
+        output
+            .stdout
+            .contains("is a symlink where a directory of the outputs belongs"),
+        "{output}"
+    );
+    assert!(
+        untouched(outside.path()),
+        "the step ran through the link:\n{output}"
+    );
+}
+
+#[test]
 fn a_restore_racing_a_planted_symlink_never_writes_outside() {
     if !as_root("finding 4, the race") {
         return;
