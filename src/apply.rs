@@ -91,10 +91,13 @@ fn apply_action(
             content,
             mode,
         } => {
+            let bytes = content
+                .bytes()
+                .ok_or_else(|| format!("the content of `{}` did not arrive", target.display()))?;
             let (dir, name) = target_dir(node, target)?;
-            dir.write_file(&name, content, *mode, false)
+            dir.write_file(&name, bytes, *mode, false)
                 .map_err(|e| e.to_string())?;
-            let observed = observe_written(target, content)
+            let observed = observe_written(target, content.digest())
                 .map_err(|e| Error::io("stat", target, e).to_string())?;
             Ok(Applied {
                 observed: Some(observed),

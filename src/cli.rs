@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Deploy ENV's components that belong on this machine.
     Local(LocalArgs),
+    /// Deploy every host of ENV as its `connect_method` says: over ssh,
+    /// each host at once, or here (as `local`).
+    Deploy(DeployArgs),
     /// What `local` would do and why: `local --dry-run --explain`.
     Explain(ExplainArgs),
     /// Print the node graph of ENV as Graphviz dot.
@@ -35,6 +38,27 @@ pub enum Command {
     },
     /// Edit, show and re-encrypt the age-encrypted secrets of `secrets/`.
     Secrets(SecretsArgs),
+    /// The far end of an ssh session: speaks tack's framed protocol on
+    /// stdin and stdout. Started by tack itself, never by hand.
+    #[command(hide = true)]
+    Agent,
+    /// Start tack's agent on HOST over ssh (uploading this binary if HOST
+    /// lacks it), ping it and say what happened: a check of the transport.
+    #[command(hide = true)]
+    SshPing(SshPingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SshPingArgs {
+    /// An ssh destination.
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// The ssh config file (`ssh -F`).
+    #[arg(short = 'F', long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// Give up connecting after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value = "10")]
+    pub connect_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +226,17 @@ pub struct LocalArgs {
     /// `tick/file:tick.sh`, or a component name for all of its nodes.
     #[arg(long, value_name = "NODE")]
     pub force: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub local: LocalArgs,
+    /// Set up at most N ssh sessions at a time (default: all at once);
+    /// once connected, every host deploys at once, ordered where one
+    /// requires from another.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub host_jobs: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

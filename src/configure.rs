@@ -426,9 +426,21 @@ fn order_components(wiring: &Wiring, host: &str, listed: &[String]) -> Vec<Strin
     ordered
 }
 
-/// The absolute work dir of a component: `<root>/<work_dir>/<component>`.
-fn workdir(db: &dyn Db, deployment: Deployment, env: &EnvironmentDef, component: &str) -> PathBuf {
-    deployment.root(db).join(&env.work_dir).join(component)
+/// The absolute work dir of a component on a host:
+/// `<root>/<work_dir>/<component>`, where the root is the host's own when it
+/// is reached over ssh.
+fn workdir(
+    db: &dyn Db,
+    deployment: Deployment,
+    env: &EnvironmentDef,
+    host: &str,
+    component: &str,
+) -> PathBuf {
+    let root = deployment
+        .host_roots(db)
+        .get(host)
+        .unwrap_or_else(|| deployment.root(db));
+    root.join(&env.work_dir).join(component)
 }
 
 #[salsa::tracked(returns(ref))]
@@ -452,7 +464,7 @@ pub fn template_context(
         let input = Input::sourced(value).secret(secret);
         vars.insert(name.clone(), ContextVar::Text(input));
     }
-    let workdir = workdir(db, deployment, &env, &component);
+    let workdir = workdir(db, deployment, &env, &host, &component);
     let builtins = [
         ("workdir", workdir.display().to_string()),
         ("host", host.clone()),
@@ -540,12 +552,12 @@ pub fn component_nodes(
 ) -> Result<Arc<Vec<NodeSpec>>, ConfigError> {
     let env = environment_def(db, deployment).clone()?;
     let def = component_def(db, deployment, component.clone()).clone()?;
-    let context = template_context(db, deployment, host, component.clone()).clone()?;
+    let context = template_context(db, deployment, host.clone(), component.clone()).clone()?;
     let builder = crate::nodes::NodeBuilder {
         db,
         def: &def,
         context: &context,
-        workdir: workdir(db, deployment, &env, &component),
+        workdir: workdir(db, deployment, &env, &host, &component),
         work_dir_setting: &env.work_dir,
         environment: &env.name,
     };
@@ -790,8 +802,13 @@ mod tests {
                 fs::write(path, text).unwrap();
             }
             let db = Database::with_query_log(dir.path());
-            let deployment =
-                Deployment::new(&db, dir.path().to_path_buf(), "dev".to_string(), None);
+            let deployment = Deployment::new(
+                &db,
+                dir.path().to_path_buf(),
+                "dev".to_string(),
+                None,
+                Default::default(),
+            );
             Fixture {
                 dir,
                 db,
@@ -845,7 +862,7 @@ mod tests {
         let Action::File { content, .. } = &conf.action else {
             panic!("a file node")
         };
-        assert!(String::from_utf8_lossy(content).contains("priority = 20"));
+        assert!(String::from_utf8_lossy(content.bytes().unwrap()).contains("priority = 20"));
         // Tick's file does not read `priority`: its nodes are rebuilt but
         // equal, and `other` is never looked at again.
         assert_eq!(

@@ -38,6 +38,11 @@ pub struct Deployment {
     /// it again would read every component of the environment.
     #[returns(ref)]
     pub recorded_wiring: Option<Arc<Wiring>>,
+    /// Where each host reached over ssh keeps the deployment (its
+    /// `remote_dir`, made absolute with the login user's home): the root of
+    /// that host's work dirs. A host not named here deploys under `root`.
+    #[returns(ref)]
+    pub host_roots: std::collections::BTreeMap<String, PathBuf>,
 }
 
 #[salsa::db]

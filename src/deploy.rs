@@ -24,8 +24,9 @@ use serde::Serialize;
 use crate::apply::{apply, Applied, Last};
 use crate::atomic::sweep_orphans;
 use crate::error::Result;
-use crate::executor::{run_dag, Outcome};
+use crate::executor::{run_dag_observed, Outcome};
 use crate::graph::{Action, HostGraph, NodeSpec};
+use crate::peers::{Links, Peers};
 use crate::plan::{decide, Decision, Verdict};
 use crate::prune::{still_running, Prunable, Verdict as PruneVerdict};
 use crate::reason::Reason;
@@ -61,8 +62,10 @@ pub struct Options {
     /// The environment's encrypted secrets, decrypted before configuring.
     pub secrets: std::sync::Arc<crate::secrets::Unlocked>,
     /// The key of the hashes of secrets recorded in state; kept in
-    /// `.tack/` by the first deploy that records one.
-    pub mask_key: [u8; 32],
+    /// `.tack/` by the first deploy that records one; `None` on a host
+    /// deployed over ssh, whose secrets were masked where it was
+    /// configured.
+    pub mask_key: Option<[u8; 32]>,
 }
 
 impl Options {
@@ -96,7 +99,7 @@ pub struct CacheOptions {
 }
 
 /// What happened to one host, for the summary and `--format json`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct HostReport {
     pub host: String,
     pub dry_run: bool,
@@ -121,7 +124,7 @@ impl HostReport {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct NodeReport {
     pub id: String,
     pub display: String,
@@ -153,6 +156,7 @@ pub fn deploy_host(
     scope: Scope,
     options: &Options,
     reporter: &Reporter,
+    links: &Links,
 ) -> Result<HostReport> {
     let started = Instant::now();
     let store = StateStore::new(&options.root, &graph.environment, &graph.host);
@@ -174,8 +178,10 @@ pub fn deploy_host(
         Scope::Whole { .. } => None,
         Scope::Part { untouched } => Some(untouched),
     };
-    if !options.dry_run && graph.nodes.iter().any(|node| node.sensitive) {
-        crate::secrets::save_mask_key(&options.root, &options.mask_key)?;
+    if let Some(mask_key) = &options.mask_key {
+        if !options.dry_run && graph.nodes.iter().any(|node| node.sensitive) {
+            crate::secrets::save_mask_key(&options.root, mask_key)?;
+        }
     }
     let phase = crate::timings::phase("load state", started);
     for warning in warnings {
@@ -196,6 +202,14 @@ pub fn deploy_host(
         })
         .collect();
     let phase = crate::timings::phase("plan", phase);
+    // A graph sent over ssh knows its files by hash; the bytes of those
+    // this run writes (or diffs) are asked for now.
+    let filled = if options.dry_run && !options.diff {
+        None
+    } else {
+        with_contents(graph, &decisions, links.peers)?
+    };
+    let graph = filled.as_ref().unwrap_or(graph);
 
     if options.dry_run {
         let mut nodes = Vec::new();
@@ -290,8 +304,22 @@ pub fn deploy_host(
     // Nodes that failed while tack was being interrupted: their steps were
     // stopped.
     let stopped: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-    let deps: Vec<Vec<usize>> = graph.nodes.iter().map(|node| node.deps.clone()).collect();
+    // Gates (providers on other hosts) are nodes after the graph's own.
+    let count = graph.nodes.len();
+    let mut deps: Vec<Vec<usize>> = graph.nodes.iter().map(|node| node.deps.clone()).collect();
+    let mut selected = selected;
+    for (gate_index, gate) in links.gates.iter().enumerate() {
+        for &waiting in &gate.waiting {
+            deps[waiting].push(count + gate_index);
+        }
+        deps.push(Vec::new());
+        selected.push(gate.waiting.iter().any(|&waiting| selected[waiting]));
+    }
+    let exports = Exports::new(graph, links);
     let work = |index: usize| -> std::result::Result<(), String> {
+        if index >= count {
+            return links.peers.wait(index - count);
+        }
         let node = &graph.nodes[index];
         let decision = &decisions[index];
         let began = Instant::now();
@@ -366,7 +394,12 @@ pub fn deploy_host(
         Ok(())
     };
     let interrupted = || crate::interrupt::signal().is_some();
-    let outcomes = run_dag(&deps, &selected, options.jobs, &work, &interrupted);
+    // A gate holds a thread while it waits: one more each, so waiting
+    // never keeps this host's own nodes from running.
+    let jobs = options.jobs + links.gates.len();
+    let settled = |index: usize, outcome: &Outcome| exports.settled(graph, index, outcome);
+    let mut outcomes = run_dag_observed(&deps, &selected, jobs, &work, &interrupted, &settled);
+    let gate_outcomes = outcomes.split_off(count);
     let stopped = stopped.into_inner().unwrap_or_else(|e| e.into_inner());
     let phase = crate::timings::phase("execute", phase);
 
@@ -426,7 +459,13 @@ pub fn deploy_host(
                 node_report(node, decision, "failed".into(), None, Some(message.clone()))
             }
             Outcome::Skipped(culprit) => {
-                let culprit = &graph.nodes[*culprit].display;
+                let culprit = match graph.nodes.get(*culprit) {
+                    Some(node) => node.display.clone(),
+                    None => match &gate_outcomes[*culprit - count] {
+                        Outcome::Failed(message) => message.clone(),
+                        _ => "a provider on another host".to_string(),
+                    },
+                };
                 reporter.line(&format!(
                     "Skipped {}{} (because {culprit} failed)",
                     reporter.prefix, node.display
@@ -716,5 +755,96 @@ fn planned_diff(node: &NodeSpec, root: &Path) -> Option<String> {
         .unwrap_or(target)
         .display()
         .to_string();
-    text_diff(&shown, old.as_deref(), content)
+    text_diff(&shown, old.as_deref(), content.bytes()?)
+}
+
+/// The components of this host that nodes on other hosts wait for, and
+/// how many of each one's nodes have yet to settle.
+struct Exports<'a> {
+    peers: &'a dyn Peers,
+    /// Component -> nodes not settled yet, and the first that failed.
+    pending: std::collections::HashMap<&'a str, Mutex<(usize, Option<String>)>>,
+}
+
+impl<'a> Exports<'a> {
+    fn new(graph: &'a HostGraph, links: &'a Links) -> Exports<'a> {
+        let mut pending = std::collections::HashMap::new();
+        for component in links.exports {
+            let nodes = graph
+                .nodes
+                .iter()
+                .filter(|node| &node.component == component)
+                .count();
+            if nodes == 0 {
+                links.peers.settled(component, None);
+            } else {
+                pending.insert(component.as_str(), Mutex::new((nodes, None)));
+            }
+        }
+        Exports {
+            peers: links.peers,
+            pending,
+        }
+    }
+
+    fn settled(&self, graph: &HostGraph, index: usize, outcome: &Outcome) {
+        let Some(node) = graph.nodes.get(index) else {
+            return;
+        };
+        let Some(pending) = self.pending.get(node.component.as_str()) else {
+            return;
+        };
+        let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+        let (left, failed) = &mut *pending;
+        if !matches!(outcome, Outcome::Done | Outcome::NotNeeded) && failed.is_none() {
+            *failed = Some(node.display.clone());
+        }
+        *left -= 1;
+        if *left == 0 {
+            self.peers.settled(&node.component, failed.take());
+        }
+    }
+}
+
+/// `graph` with the bytes of every file it will write (or diff) filled
+/// in, asked of `peers`; `None` when it has them all already.
+fn with_contents(
+    graph: &HostGraph,
+    decisions: &[Decision],
+    peers: &dyn Peers,
+) -> Result<Option<HostGraph>> {
+    let lacking = |node: &NodeSpec| match &node.action {
+        Action::File { content, .. } if content.bytes().is_none() => Some(content.digest()),
+        _ => None,
+    };
+    let mut wanted: Vec<crate::fingerprint::Fingerprint> = graph
+        .nodes
+        .iter()
+        .zip(decisions)
+        .filter(|(_, decision)| decision.verdict == Verdict::Run)
+        .filter_map(|(node, _)| lacking(node))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let bytes = peers
+        .contents(&wanted)
+        .map_err(|message| crate::error::Error::Usage(format!("{}: {message}", graph.host)))?;
+    let arrived: std::collections::HashMap<_, _> = wanted.into_iter().zip(bytes).collect();
+    let mut filled = graph.clone();
+    for node in &mut filled.nodes {
+        if let Action::File { content, .. } = &mut node.action {
+            if let Some(bytes) = arrived.get(&content.digest()) {
+                if !content.fill(bytes.clone()) {
+                    return Err(crate::error::Error::Usage(format!(
+                        "{}: the content sent for {} does not match its hash",
+                        graph.host, node.display
+                    )));
+                }
+            }
+        }
+    }
+    Ok(Some(filled))
 }

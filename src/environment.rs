@@ -14,6 +14,13 @@ pub struct EnvironmentDef {
     pub connect_method: ConnectMethod,
     /// Relative to the deployment root unless absolute.
     pub work_dir: String,
+    /// `connect_method = ssh`: the ssh config file passed to `ssh -F`,
+    /// relative to the deployment root unless absolute; `None` lets
+    /// `~/.ssh/config` apply.
+    pub ssh_config: Option<String>,
+    /// `connect_method = ssh`: how long ssh may take to connect to a host
+    /// (its `ConnectTimeout`) before that host fails.
+    pub connect_timeout_secs: u64,
     pub hosts: Vec<HostDef>,
     /// Component name -> attribute -> overriding value.
     pub overrides: BTreeMap<String, Overrides>,
@@ -30,7 +37,17 @@ pub struct HostDef {
     pub name: String,
     pub components: Vec<String>,
     pub location: Location,
+    /// `[host:NAME] remote_dir`: where the deployment lives on that host
+    /// over ssh, absolute or relative to the login user's home.
+    pub remote_dir: String,
 }
+
+/// Where a deployment lives on a host reached over ssh, unless its
+/// `[host:NAME]` says otherwise: relative to the login user's home.
+pub const DEFAULT_REMOTE_DIR: &str = "deployment";
+
+/// The default of `connect_timeout`, in seconds.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Overrides {
@@ -48,16 +65,29 @@ impl EnvironmentDef {
             file,
             connect_method,
             work_dir,
+            ssh_config,
+            connect_timeout_secs,
             hosts,
             overrides: _,
         } = self;
-        let hosts: Vec<(&String, &Vec<String>)> =
-            hosts.iter().map(|h| (&h.name, &h.components)).collect();
-        crate::fingerprint::Fingerprint::of_hash(&(name, file, connect_method, work_dir, hosts))
+        let hosts: Vec<(&String, &Vec<String>, &String)> = hosts
+            .iter()
+            .map(|h| (&h.name, &h.components, &h.remote_dir))
+            .collect();
+        crate::fingerprint::Fingerprint::of_hash(&(
+            (name, file, connect_method, work_dir),
+            (ssh_config, connect_timeout_secs, hosts),
+        ))
     }
 }
 
-const ENVIRONMENT_KEYS: &[&str] = &["connect_method", "work_dir"];
+const ENVIRONMENT_KEYS: &[&str] = &[
+    "connect_method",
+    "work_dir",
+    "ssh_config",
+    "connect_timeout",
+];
+const HOST_KEYS: &[&str] = &["remote_dir"];
 
 impl EnvironmentDef {
     pub fn parse(name: &str, file: &str, text: &str) -> Result<EnvironmentDef, ConfigError> {
@@ -67,10 +97,13 @@ impl EnvironmentDef {
             file: file.to_string(),
             connect_method: ConnectMethod::Local,
             work_dir: "work".to_string(),
+            ssh_config: None,
+            connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
             hosts: Vec::new(),
             overrides: BTreeMap::new(),
         };
         let mut saw_hosts = false;
+        let mut host_sections = Vec::new();
         for section in &doc.sections {
             let location = section.location(file);
             match section.name.split_once(':') {
@@ -79,6 +112,7 @@ impl EnvironmentDef {
                     saw_hosts = true;
                     env.read_hosts(section, file)?;
                 }
+                Some(("host", host)) => host_sections.push((host.trim(), section)),
                 Some(("component", component)) => {
                     let component = component.trim();
                     if !is_name(component) {
@@ -99,7 +133,7 @@ impl EnvironmentDef {
                 _ => {
                     return Err(ConfigError::new(
                         location,
-                        "unknown section; an environment has [environment], [hosts] and [component:NAME]",
+                        "unknown section; an environment has [environment], [hosts], [host:NAME] and [component:NAME]",
                     ))
                 }
             }
@@ -109,6 +143,9 @@ impl EnvironmentDef {
                 Location::file(file),
                 "no hosts: add a [hosts] section such as `localhost = mycomponent`",
             ));
+        }
+        for (host, section) in host_sections {
+            env.read_host(host, section, file)?;
         }
         let placed: std::collections::HashSet<&String> =
             env.hosts.iter().flat_map(|host| &host.components).collect();
@@ -146,6 +183,26 @@ impl EnvironmentDef {
                         return Err(ConfigError::new(at, "work_dir must not be empty"));
                     }
                     self.work_dir = entry.value.clone();
+                }
+                "ssh_config" => {
+                    if entry.value.is_empty() {
+                        return Err(ConfigError::new(at, "ssh_config must not be empty"));
+                    }
+                    self.ssh_config = Some(entry.value.clone());
+                }
+                "connect_timeout" => {
+                    self.connect_timeout_secs = match entry.value.parse::<u64>() {
+                        Ok(seconds) if seconds > 0 => seconds,
+                        _ => {
+                            return Err(ConfigError::new(
+                                at,
+                                format!(
+                                    "connect_timeout `{}` is not a number of seconds above 0",
+                                    entry.value
+                                ),
+                            ))
+                        }
+                    }
                 }
                 other => return Err(unknown_key(at, other, ENVIRONMENT_KEYS)),
             }
@@ -190,7 +247,49 @@ impl EnvironmentDef {
                 name: entry.key.clone(),
                 components,
                 location: at,
+                remote_dir: DEFAULT_REMOTE_DIR.to_string(),
             });
+        }
+        Ok(())
+    }
+
+    /// `[host:NAME]`: settings of one host of `[hosts]`.
+    fn read_host(
+        &mut self,
+        name: &str,
+        section: &IniSection,
+        file: &str,
+    ) -> Result<(), ConfigError> {
+        let location = section.location(file);
+        let Some(host) = self.hosts.iter_mut().find(|host| host.name == name) else {
+            return Err(ConfigError::new(
+                location,
+                format!("host `{name}` is not in [hosts]"),
+            ));
+        };
+        for entry in &section.entries {
+            let at = location.clone().key(&entry.key, entry.line);
+            match entry.key.as_str() {
+                "remote_dir" => {
+                    let dir = entry.value.trim_end_matches('/');
+                    let parts = std::path::Path::new(dir).components();
+                    if dir.is_empty()
+                        || parts
+                            .into_iter()
+                            .any(|part| matches!(part, std::path::Component::ParentDir))
+                    {
+                        return Err(ConfigError::new(
+                            at,
+                            format!(
+                                "remote_dir `{}` must be a directory path without `..`",
+                                entry.value
+                            ),
+                        ));
+                    }
+                    host.remote_dir = dir.to_string();
+                }
+                other => return Err(unknown_key(at, other, HOST_KEYS)),
+            }
         }
         Ok(())
     }

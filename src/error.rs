@@ -115,8 +115,27 @@ pub enum Error {
     /// never holds a secret's value.
     #[error("`{file}`: {message}")]
     Secret { file: String, message: String },
+    /// ssh could not reach a host (it exited 255): `ssh` is ssh's own
+    /// last line on stderr, which says why.
+    #[error("cannot reach host `{host}`: {ssh}")]
+    Unreachable { host: String, ssh: String },
+    /// A host was reached, but starting or talking to its agent failed.
+    #[error("host `{host}`: {message}")]
+    Remote { host: String, message: String },
+    /// `tack agent` could not serve its session (it reports on stderr,
+    /// which ssh passes to the deploying side).
+    #[error("agent: {0}")]
+    Agent(String),
     #[error("{failed} node(s) failed, {skipped} skipped")]
     NodesFailed { failed: usize, skipped: usize },
+    /// Hosts of a run over ssh that could not be reached or deployed (each
+    /// named on stderr before), besides any nodes that failed elsewhere.
+    #[error("{} host(s) failed ({}), {failed} node(s) failed, {skipped} skipped", hosts.len(), hosts.join(", "))]
+    HostsFailed {
+        hosts: Vec<String>,
+        failed: usize,
+        skipped: usize,
+    },
     /// Something failed after nodes had changed the host: not the exit
     /// code of a deploy that touched nothing, and the message says what ran.
     #[error("{source}\nnote: {ran}")]
@@ -179,7 +198,9 @@ impl Error {
     /// interrupt what a shell reports (130 for SIGINT, 143 for SIGTERM).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::NodesFailed { .. } | Error::AfterNodesRan { .. } => 1,
+            Error::NodesFailed { .. } | Error::HostsFailed { .. } | Error::AfterNodesRan { .. } => {
+                1
+            }
             Error::Interrupted { signal, .. } => crate::interrupt::exit_code(*signal),
             _ => 2,
         }

@@ -33,6 +33,7 @@ struct Run<'a> {
     outcomes: Vec<Mutex<Option<Outcome>>>,
     work: &'a (dyn Fn(usize) -> Result<(), String> + Sync),
     stopped: &'a (dyn Fn() -> bool + Sync),
+    settled: &'a (dyn Fn(usize, &Outcome) + Sync),
 }
 
 /// Runs `work` for each selected node in dependency order, until
@@ -44,6 +45,20 @@ pub fn run_dag(
     jobs: usize,
     work: &(dyn Fn(usize) -> Result<(), String> + Sync),
     stopped: &(dyn Fn() -> bool + Sync),
+) -> Vec<Outcome> {
+    run_dag_observed(deps, selected, jobs, work, stopped, &|_, _| {})
+}
+
+/// [`run_dag`], calling `settled` with each node's outcome as soon as it
+/// is known (nodes that need nothing first): another host may be waiting
+/// for some of them.
+pub fn run_dag_observed(
+    deps: &[Vec<usize>],
+    selected: &[bool],
+    jobs: usize,
+    work: &(dyn Fn(usize) -> Result<(), String> + Sync),
+    stopped: &(dyn Fn() -> bool + Sync),
+    settled_now: &(dyn Fn(usize, &Outcome) + Sync),
 ) -> Vec<Outcome> {
     // Nodes that need nothing and wait only for such nodes are settled up
     // front, without a task each: in a deploy where a few of thousands of
@@ -76,7 +91,13 @@ pub fn run_dag(
             .collect(),
         work,
         stopped,
+        settled: settled_now,
     };
+    for (node, &done) in settled.iter().enumerate() {
+        if done {
+            settled_now(node, &Outcome::NotNeeded);
+        }
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .build()
@@ -117,6 +138,7 @@ fn execute<'s>(scope: &rayon::Scope<'s>, run: &'s Run<'s>, node: usize) {
         },
         None => Outcome::NotNeeded,
     };
+    (run.settled)(node, &result);
     *run.outcomes[node].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
     for &dependent in &run.dependents[node] {
         if run.waiting[dependent].fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -8,12 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Location;
 use crate::fingerprint::{Fingerprint, FingerprintBuilder};
 use crate::provenance::Inputs;
 
 /// One resource of one component on one host.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeSpec {
     /// Stable identity in state files and `--force`: `tick/file:tick.sh`.
     pub id: String,
@@ -57,7 +59,7 @@ impl NodeSpec {
 /// The dependencies whose outputs are part of a barrier's key. Every
 /// barrier *waits* for all of its dependencies; this says which of them
 /// make it run again when they change.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Watches {
     /// The nodes above it in its component: a build reruns when its config
     /// changed, not when a program it merely ran after changed.
@@ -75,11 +77,11 @@ pub enum Watches {
 }
 
 /// What a node makes true on the host.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Action {
     File {
         target: PathBuf,
-        content: Arc<[u8]>,
+        content: Content,
         mode: u32,
     },
     Directory {
@@ -114,8 +116,71 @@ pub enum Action {
     },
 }
 
+/// What a file node writes: its bytes and their blake3 hash.
+///
+/// A plan sent to a remote host carries only the hash (the bytes are not
+/// serialized): the host plans with it, and asks for the bytes of the files
+/// it must write, by hash, so a repeated deploy sends none. Two contents
+/// are equal when their hashes are.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Content {
+    digest: Fingerprint,
+    #[serde(skip)]
+    bytes: Option<Arc<[u8]>>,
+}
+
+impl Content {
+    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Content {
+        let bytes = bytes.into();
+        Content {
+            digest: Fingerprint::of_bytes(&bytes),
+            bytes: Some(bytes),
+        }
+    }
+
+    pub fn digest(&self) -> Fingerprint {
+        self.digest
+    }
+
+    /// The bytes, unless this content came over the wire and its bytes
+    /// have not been [`filled`](Content::fill) yet.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.bytes.as_deref()
+    }
+
+    /// Supplies the bytes of a content known by hash; `false` (and nothing
+    /// kept) when they do not hash to it.
+    pub fn fill(&mut self, bytes: Arc<[u8]>) -> bool {
+        if Fingerprint::of_bytes(&bytes) != self.digest {
+            return false;
+        }
+        self.bytes = Some(bytes);
+        true
+    }
+}
+
+impl PartialEq for Content {
+    fn eq(&self, other: &Content) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for Content {}
+
+impl std::hash::Hash for Content {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.digest.hash(state);
+    }
+}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Content({})", self.digest)
+    }
+}
+
 /// A shell step: `sh -c run` in `cwd`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CommandSpec {
     pub cwd: PathBuf,
     pub run: String,
@@ -134,7 +199,7 @@ pub struct CommandSpec {
 }
 
 /// A venv with pinned packages, made with the host's python.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Bootstrap {
     pub python: String,
     pub venv: PathBuf,
@@ -166,7 +231,7 @@ impl Bootstrap {
 }
 
 /// A daemon known by its pid file.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceSpec {
     pub cwd: PathBuf,
     pub start: String,
@@ -179,13 +244,13 @@ pub struct ServiceSpec {
 }
 
 /// The programs a supervisord runs, and its XML-RPC address.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Supervises {
     pub url: String,
     pub programs: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Reload {
     /// `signal:HUP`: the signal's name without `SIG`.
     Signal(String),
@@ -248,7 +313,7 @@ impl Action {
             } => builder
                 .field("file", &path(target))
                 .field("mode", &mode.to_le_bytes())
-                .field("content", blake3::hash(content).as_bytes()),
+                .field("content", &content.digest().0),
             Action::Directory { target, mode } => builder
                 .field("directory", &path(target))
                 .field("mode", &mode.to_le_bytes()),
@@ -268,7 +333,7 @@ impl Action {
 }
 
 /// Every node of one host, dependencies before dependents.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HostGraph {
     pub environment: String,
     pub host: String,

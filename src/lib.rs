@@ -16,7 +16,9 @@ pub mod error;
 pub mod executor;
 pub mod fault;
 pub mod fingerprint;
+pub mod fleet;
 pub mod graph;
+pub mod hosts;
 pub mod incremental;
 pub mod ini_file;
 pub mod interrupt;
@@ -24,11 +26,13 @@ pub mod lock;
 pub mod manifest;
 pub mod nodes;
 pub mod observe;
+pub mod peers;
 pub mod plan;
 pub mod process;
 pub mod provenance;
 pub mod prune;
 pub mod reason;
+pub mod remote;
 pub mod report;
 pub mod runner;
 pub mod secrets;
@@ -50,7 +54,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command, Format, Target};
 use crate::configure::{environment_def, host_graph};
 use crate::db::{Database, Deployment};
-use crate::deploy::{deploy_host, CacheOptions, HostReport, Options};
+use crate::deploy::{CacheOptions, HostReport, Options};
 use crate::environment::{ConnectMethod, EnvironmentDef};
 use crate::error::{ConfigError, Error, Result};
 use crate::graph::HostGraph;
@@ -82,28 +86,32 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Local(args) => {
-            let options = options(&args.target, args.dry_run, args.explain, args.diff)?;
-            let options = Options {
-                jobs: args.jobs.unwrap_or(options.jobs),
-                force: args.force,
-                lock_timeout: args.lock_timeout.map(std::time::Duration::from_secs),
-                prune: args.prune,
-                cache: Some(CacheOptions {
-                    dir: cache_command::cache_dir(args.cache_dir.as_deref(), &options.root),
-                    salt: args.cache_salt.clone(),
-                    read: !args.no_cache_read,
-                }),
-                ..options
-            };
-            deploy(&args.target, &options, args.format)
+        Command::Local(args) => deploy(&args.target, &deploy_options(&args)?, args.format),
+        Command::Deploy(args) => {
+            let local = &args.local;
+            let options = deploy_options(local)?;
+            if fleet::over_ssh(&options)? {
+                fleet::deploy(
+                    &local.target,
+                    &options,
+                    local.jobs,
+                    args.host_jobs,
+                    local.format,
+                )
+            } else {
+                deploy(&local.target, &options, local.format)
+            }
         }
         Command::Explain(args) => {
             let options = Options {
                 only: args.node,
                 ..options(&args.target, true, true, args.diff)?
             };
-            deploy(&args.target, &options, args.format)
+            if fleet::over_ssh(&options)? {
+                fleet::deploy(&args.target, &options, None, None, args.format)
+            } else {
+                deploy(&args.target, &options, args.format)
+            }
         }
         Command::Cache(args) => cache_command::run(&args),
         Command::Completions { shell } => {
@@ -114,6 +122,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Secrets(args) => secrets_command::run(&args),
+        Command::Agent => remote::agent::serve(std::io::stdin(), std::io::stdout()),
+        Command::SshPing(args) => remote::ping::run(&args),
         Command::Graph(args) => {
             let options = options(&args.target, true, false, false)?;
             for graph in configure_all(&options, &args.target)?.graphs {
@@ -122,6 +132,23 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The options of `tack local` and `tack deploy`.
+fn deploy_options(args: &cli::LocalArgs) -> Result<Options> {
+    let options = options(&args.target, args.dry_run, args.explain, args.diff)?;
+    Ok(Options {
+        jobs: args.jobs.unwrap_or(options.jobs),
+        force: args.force.clone(),
+        lock_timeout: args.lock_timeout.map(std::time::Duration::from_secs),
+        prune: args.prune,
+        cache: Some(CacheOptions {
+            dir: cache_command::cache_dir(args.cache_dir.as_deref(), &options.root),
+            salt: args.cache_salt.clone(),
+            read: !args.no_cache_read,
+        }),
+        ..options
+    })
 }
 
 /// The deployment directory, absolute: `workdir` and keys are built on it.
@@ -141,7 +168,7 @@ fn options(target: &Target, dry_run: bool, explain: bool, diff: bool) -> Result<
     provenance::set_mask_key(mask_key);
     Ok(Options {
         secrets: Arc::new(secrets),
-        mask_key,
+        mask_key: Some(mask_key),
         root,
         environment: target.env.clone(),
         dry_run,
@@ -245,20 +272,26 @@ fn deploy_configured(
         Some(lock)
     };
     let several = configured.graphs.len() > 1;
-    let mut reports = Vec::new();
-    for graph in &configured.graphs {
-        let reporter = reporter_for(&graph.host, several);
-        let scope = deploy::Scope::Whole {
-            prunable: &configured.prunable,
-        };
-        let report = deploy_host(graph, scope, options, &reporter)
-            .map_err(|error| after_reports(&reports, "their state is saved", error))?;
-        let interrupted = report.interrupted.is_some();
-        reports.push(report);
-        if interrupted {
-            break;
-        }
-    }
+    let graphs: Vec<&HostGraph> = configured
+        .graphs
+        .iter()
+        .map(|graph| graph.as_ref())
+        .collect();
+    let wiring = configure::wiring(&configured.db, configured.deployment)
+        .clone()
+        .map_err(Error::Configs)?;
+    let crossings = hosts::crossings(&wiring, &graphs);
+    let jobs = graphs
+        .iter()
+        .map(|graph| hosts::HostJob {
+            graph,
+            scope: deploy::Scope::Whole {
+                prunable: &configured.prunable,
+            },
+            reporter: reporter_for(&graph.host, several),
+        })
+        .collect();
+    let reports = hosts_reports(hosts::deploy_here(jobs, &crossings, options))?;
     let started = timings::phase("deploy", started);
     let clean = reports.iter().all(HostReport::clean);
     if !options.dry_run && clean {
@@ -279,6 +312,25 @@ fn deploy_configured(
         timings::phase("manifest", started);
     }
     Ok(reports)
+}
+
+/// The reports of hosts deployed at once; the first error (noting the
+/// nodes the other hosts ran) if one failed.
+pub(crate) fn hosts_reports(results: Vec<Result<HostReport>>) -> Result<Vec<HostReport>> {
+    let mut reports = Vec::new();
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(report) => reports.push(report),
+            Err(error) => {
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    match failure {
+        Some(error) => Err(after_reports(&reports, "their state is saved", error)),
+        None => Ok(reports),
+    }
 }
 
 /// `error`, noting the nodes that changed a host in the runs of `reports`
@@ -314,7 +366,13 @@ struct Configured {
 fn configure_all(options: &Options, target: &Target) -> Result<Configured> {
     let root = &options.root;
     let db = Database::with_secrets(root, options.secrets.clone());
-    let deployment = Deployment::new(&db, root.to_path_buf(), target.env.clone(), None);
+    let deployment = Deployment::new(
+        &db,
+        root.to_path_buf(),
+        target.env.clone(),
+        None,
+        Default::default(),
+    );
     let env = environment_def(&db, deployment)
         .clone()
         .map_err(|error| unknown_environment_hint(error, root))?;
@@ -417,7 +475,7 @@ fn select_hosts(env: &EnvironmentDef, wanted: Option<&str>) -> Result<Vec<String
 }
 
 /// Adds the environments that do exist to an unknown-environment error.
-fn unknown_environment_hint(mut error: ConfigError, root: &Path) -> Error {
+pub(crate) fn unknown_environment_hint(mut error: ConfigError, root: &Path) -> Error {
     if error.message.starts_with("unknown environment") {
         let mut known: Vec<String> = std::fs::read_dir(root.join("environments"))
             .into_iter()

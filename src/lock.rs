@@ -29,6 +29,19 @@ impl DeployLock {
         timeout: Option<Duration>,
         waiting: &dyn Fn(&str),
     ) -> Result<DeployLock> {
+        DeployLock::acquire_for(root, timeout, waiting, None)
+    }
+
+    /// [`DeployLock::acquire`] for one run of many hosts over ssh, named
+    /// `run`: a lock held by that same run (two host names for one
+    /// machine, sharing a `remote_dir`) would be waited for forever, and is
+    /// an error instead.
+    pub fn acquire_for(
+        root: &Path,
+        timeout: Option<Duration>,
+        waiting: &dyn Fn(&str),
+        run: Option<&str>,
+    ) -> Result<DeployLock> {
         let dir = root.join(".tack");
         crate::atomic::private_dir(&dir)?;
         let path = dir.join("lock");
@@ -57,7 +70,12 @@ impl DeployLock {
                     let since = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
-                    let holder = format!("pid {} since {since}\n", std::process::id());
+                    let holder = match run {
+                        Some(run) => {
+                            format!("pid {} since {since} run {run}\n", std::process::id())
+                        }
+                        None => format!("pid {} since {since}\n", std::process::id()),
+                    };
                     let written = flock
                         .set_len(0)
                         .and_then(|()| flock.seek(SeekFrom::Start(0)))
@@ -67,6 +85,14 @@ impl DeployLock {
                 }
                 Err((unlocked, _)) => {
                     file = unlocked;
+                    let holder = holder_of(&path);
+                    if run.is_some_and(|run| holder.split_whitespace().any(|word| word == run)) {
+                        return Err(Error::Usage(format!(
+                            "`{}` is locked by this same deploy for another host: \
+                             two hosts of the environment share this remote_dir",
+                            root.display()
+                        )));
+                    }
                     if !told {
                         waiting(&describe(holder_of(&path).trim()));
                         told = true;

@@ -123,7 +123,7 @@ pub fn observe(
             target,
             content,
             mode,
-        } => observe_file(target, content, *mode, record_stat, trusted),
+        } => observe_file(target, content.digest(), *mode, record_stat, trusted),
         Action::Directory { target, mode } => match fs::symlink_metadata(target) {
             Err(_) => Observation::Missing,
             Ok(meta) if !meta.is_dir() => Observation::Differs(vec!["is not a directory".into()]),
@@ -147,7 +147,7 @@ pub fn observe(
 
 fn observe_file(
     target: &Path,
-    content: &[u8],
+    wanted: Fingerprint,
     mode: u32,
     recorded: Option<&Observed>,
     trusted: Option<&Path>,
@@ -164,7 +164,6 @@ fn observe_file(
         };
         return Observation::Differs(vec![format!("is {what}")]);
     }
-    let wanted = Fingerprint::of_bytes(content);
     if let Some(recorded) = recorded {
         if recorded.hash == wanted && stat_matches(recorded, &meta) {
             return Observation::Matches(Some(*recorded));
@@ -309,20 +308,19 @@ pub fn observed_from(meta: &fs::Metadata, hash: Fingerprint) -> Observed {
 }
 
 /// Stats `path` after tack wrote `content` there.
-pub fn observe_written(path: &Path, content: &[u8]) -> std::io::Result<Observed> {
+pub fn observe_written(path: &Path, content: Fingerprint) -> std::io::Result<Observed> {
     let meta = fs::symlink_metadata(path)?;
-    Ok(observed_from(&meta, Fingerprint::of_bytes(content)))
+    Ok(observed_from(&meta, content))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn file(target: &Path, content: &str) -> Action {
         Action::File {
             target: target.to_path_buf(),
-            content: Arc::from(content.as_bytes()),
+            content: crate::graph::Content::new(content.as_bytes()),
             mode: 0o644,
         }
     }
@@ -361,7 +359,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a");
         crate::atomic::write_atomically(&path, b"one\n", 0o644, false).unwrap();
-        let trusted = observe_written(&path, b"one\n").unwrap();
+        let trusted = observe_written(&path, Fingerprint::of_bytes(b"one\n")).unwrap();
         let record = NodeRecord {
             display: String::new(),
             target: None,

@@ -196,7 +196,7 @@ pub fn mask(value: &str) -> String {
 /// The clear values of the secrets something read, to cut out of any text
 /// it reports: an error next to a secret, the output of a failed step
 /// that printed one. Its `Debug` shows only how many there are.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Redactions(Vec<String>);
 
 impl std::fmt::Debug for Redactions {

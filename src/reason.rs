@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::provenance::{Input, Inputs};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Reason {
     /// No record of this node on this host.

@@ -42,7 +42,9 @@ pub fn write_out(text: std::fmt::Arguments) -> crate::error::Result<()> {
 const DIFF_LINES: usize = 200;
 
 pub struct Reporter {
-    out: Mutex<std::io::Stdout>,
+    /// stdout, or for a host deployed over ssh the frames that carry its
+    /// lines to the machine that runs the deploy.
+    out: Mutex<Box<dyn Write + Send>>,
     pub explain: bool,
     pub prefix: String,
     /// Shown as relative paths in reasons.
@@ -55,8 +57,19 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(explain: bool, prefix: String, root: &Path, quiet: bool) -> Reporter {
+        Reporter::to(Box::new(std::io::stdout()), explain, prefix, root, quiet)
+    }
+
+    /// A reporter writing to `out` instead of stdout.
+    pub fn to(
+        out: Box<dyn Write + Send>,
+        explain: bool,
+        prefix: String,
+        root: &Path,
+        quiet: bool,
+    ) -> Reporter {
         Reporter {
-            out: Mutex::new(std::io::stdout()),
+            out: Mutex::new(out),
             explain,
             prefix,
             root: format!("{}/", root.display()),
@@ -103,9 +116,8 @@ impl Reporter {
         if self.quiet {
             return;
         }
-        let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         self.status.suspend(|| {
-            let mut out = out.lock();
             // A closed pipe (`tack ... | head`) is not a deploy failure.
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();
@@ -140,7 +152,7 @@ pub fn text_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> Option<String> {
 }
 
 /// Counts for the summary line.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub updated: usize,
     pub unchanged: usize,

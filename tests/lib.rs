@@ -78,3 +78,12 @@ mod incremental;
 /// Interrupts: SIGINT or SIGTERM stops the running step's process group,
 /// records it as unfinished and exits 130 or 143; daemons keep running.
 mod interrupt;
+
+/// The ssh transport against a real OpenSSH server on 127.0.0.1: tack
+/// uploads itself once, replaces a damaged copy, and names an unreachable
+/// host at once.
+mod ssh;
+
+// `tack deploy ENV` over ssh: two hosts, gates across them, no-op, dry run,
+// failures, kill, lock, and a differential test against a local deploy.
+mod fleet;

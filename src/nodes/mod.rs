@@ -76,7 +76,7 @@ impl NodeBuilder<'_> {
                 let mode = mode(resource, if sensitive { 0o600 } else { 0o644 }, &mut inputs)?;
                 let action = Action::File {
                     target,
-                    content: Arc::from(content),
+                    content: crate::graph::Content::new(content),
                     mode,
                 };
                 Ok(vec![self.node(resource, action, inputs, sensitive)])
@@ -280,7 +280,7 @@ impl NodeBuilder<'_> {
         file_inputs.insert("mode".into(), Input::plain("0644"));
         let file = Action::File {
             target: self.path(&config, config_at)?,
-            content: Arc::from(content),
+            content: crate::graph::Content::new(content),
             mode: 0o644,
         };
         let mut file_node = self.node(&file_resource, file, file_inputs, false);

@@ -5,7 +5,6 @@
 //! it changed.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::component::ResourceDef;
 use crate::configure::display_name;
@@ -176,7 +175,7 @@ impl NodeBuilder<'_> {
         );
         let action = Action::File {
             target: conf.clone(),
-            content: Arc::from(text.into_bytes()),
+            content: crate::graph::Content::new(text.into_bytes()),
             mode: 0o644,
         };
         let id = format!("{}/file:etc/supervisord.conf", self.def.name);

@@ -21,6 +21,9 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+mod sshd;
+pub use sshd::Sshd;
+
 /// Longer than the coarsest file timestamp clock (one jiffy at HZ=100), so
 /// that a write after [`Deployment::snapshot`] or [`Deployment::mtime`]
 /// always shows as a new mtime.
@@ -165,6 +168,17 @@ impl Deployment {
         std::thread::sleep(TIMESTAMP_TICK);
         Snapshot(entries)
     }
+}
+
+/// Every file, directory and symlink under `dir` (a host's `remote_dir`),
+/// by path relative to it.
+pub fn snapshot_of(dir: &Path) -> Snapshot {
+    let mut entries = BTreeMap::new();
+    for child in fs::read_dir(dir).into_iter().flatten().flatten() {
+        collect(dir, &child.path(), &mut entries);
+    }
+    std::thread::sleep(TIMESTAMP_TICK);
+    Snapshot(entries)
 }
 
 /// Copies the files and directories under `from` into `to`, leaving out
