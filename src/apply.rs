@@ -14,7 +14,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::atomic::write_atomically;
 use crate::confined::{self, Dir};
 use crate::error::Error;
 use crate::graph::{Action, Bootstrap, CommandSpec, NodeSpec, Reload, ServiceSpec};
@@ -23,7 +22,7 @@ use crate::plan::Decision;
 use crate::process::Process;
 use crate::runner::{self, shell_quote, Step};
 use crate::state::{NodeRecord, Observed};
-use crate::step_cache::{Outputs, StepCache};
+use crate::step_cache::{Lookup, Outputs, StepCache};
 use crate::supervisor_rpc::{ProgramInfo, Supervisord};
 
 /// What applying a node left behind, for its record.
@@ -84,6 +83,8 @@ fn apply_action(
     steps: Option<&StepCache>,
     progress: &dyn Fn(Duration),
 ) -> Result<Applied, String> {
+    // Below it, nothing in a work dir is reached through a link.
+    let trusted = confined::trusted_base(node.confined_to.as_deref());
     match &node.action {
         Action::File {
             target,
@@ -147,12 +148,14 @@ fn apply_action(
             }
             cached(node, steps, last, &run.cwd, &outputs, facts, || {
                 if let Some((bootstrap, version)) = &python {
-                    bootstrap_venv(bootstrap, version, last.forced, progress)?;
+                    bootstrap_venv(bootstrap, version, last.forced, trusted, progress)?;
                 }
                 if last.forced {
                     // Buildout reinstalls every part it has no record of.
-                    crate::atomic::remove_if_present(&run.cwd.join(".installed.cfg"))
-                        .map_err(|e| e.to_string())?;
+                    let (dir, name) =
+                        confined::parent_of(&run.cwd.join(".installed.cfg"), trusted, true)
+                            .map_err(|e| e.to_string())?;
+                    dir.remove_file(&name).map_err(|e| e.to_string())?;
                 }
                 run_step(run, progress)
             })
@@ -169,7 +172,7 @@ fn apply_action(
                 std::slice::from_ref(&bootstrap.venv),
                 facts,
                 || {
-                    bootstrap_venv(bootstrap, &version, last.forced, progress)?;
+                    bootstrap_venv(bootstrap, &version, last.forced, trusted, progress)?;
                     Ok(Applied::default())
                 },
             )
@@ -258,22 +261,32 @@ fn cached(
     };
     let key = StepCache::key(node, &facts);
     let mut not_restored = None;
-    if let Some(hit) = steps.lookup(&key, &relative) {
-        let recorded = last.record.and_then(|record| record.outputs_tree.as_ref());
-        match StepCache::may_replace(&relative, recorded) {
-            Ok(()) => {
-                if let Some(tree) = steps.restore(&hit, &relative) {
-                    return Ok(Applied {
-                        produced: produced(outputs),
-                        facts,
-                        restored: true,
-                        outputs_tree: Some(tree),
-                        ..Applied::default()
-                    });
+    match steps.lookup(&key, &relative) {
+        Lookup::Hit(hit) => {
+            let recorded = last.record.and_then(|record| record.outputs_tree.as_ref());
+            match StepCache::may_replace(&relative, recorded) {
+                Ok(()) => {
+                    let trusted = confined::trusted_base(node.confined_to.as_deref());
+                    if let Some(tree) = steps.restore(&hit, &relative, trusted)? {
+                        return Ok(Applied {
+                            produced: produced(outputs),
+                            facts,
+                            restored: true,
+                            outputs_tree: Some(tree),
+                            ..Applied::default()
+                        });
+                    }
                 }
+                Err(why) => not_restored = Some(why),
             }
-            Err(why) => not_restored = Some(why),
         }
+        Lookup::Unauthenticated => {
+            not_restored = Some(format!(
+                "the entry is not authenticated by `{}`; running the step instead",
+                crate::step_cache::KEY_VARIABLE
+            ))
+        }
+        Lookup::Miss => {}
     }
     let mut applied = run()?;
     applied.facts = facts;
@@ -334,21 +347,35 @@ fn host_python(bootstrap: &Bootstrap) -> Result<String, String> {
 
 /// Makes `bootstrap.venv` with the wanted packages, unless a marker in it
 /// says it already has them for this python `version`.
+///
+/// The venv lies in a work dir someone else may write: below `trusted`
+/// (see [`confined::trusted_base`]) it is reached without following a
+/// link, its marker read as a regular file only, the old venv removed and
+/// the marker written through the directories tack opened.
 fn bootstrap_venv(
     bootstrap: &Bootstrap,
     version: &str,
     forced: bool,
+    trusted: Option<&Path>,
     progress: &dyn Fn(Duration),
 ) -> Result<(), String> {
-    let marker = bootstrap.marker_path();
+    let marker_path = bootstrap.marker_path();
+    let marker = marker_path.file_name().unwrap_or_default();
     let wanted = bootstrap.marker(version);
-    if !forced && fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+    let (parent, venv_name) =
+        confined::parent_of(&bootstrap.venv, trusted, true).map_err(|e| e.to_string())?;
+    let venv_name = Path::new(&venv_name);
+    let current = parent
+        .descend(venv_name, None)
+        .and_then(|venv| venv.read_regular(marker, Some(MARKER_CAP)))
+        .ok()
+        .flatten();
+    if !forced && current.as_deref() == Some(wanted.as_bytes()) {
         return Ok(());
     }
-    if bootstrap.venv.exists() {
-        fs::remove_dir_all(&bootstrap.venv)
-            .map_err(|e| format!("cannot remove `{}`: {e}", bootstrap.venv.display()))?;
-    }
+    parent
+        .remove_tree(venv_name.as_os_str())
+        .map_err(|e| e.to_string())?;
     let venv = shell_quote(&bootstrap.venv.display().to_string());
     let packages: Vec<String> = bootstrap.packages.iter().map(|p| shell_quote(p)).collect();
     let script = format!(
@@ -359,8 +386,14 @@ fn bootstrap_venv(
     );
     let cwd = bootstrap.venv.parent().unwrap_or(Path::new("."));
     runner::run(&script, cwd, &[], Duration::from_secs(1800), progress)?;
-    write_atomically(&marker, wanted.as_bytes(), 0o644, false).map_err(|e| e.to_string())
+    parent
+        .descend(venv_name, None)
+        .and_then(|venv| venv.write_file(marker, wanted.as_bytes(), 0o644, false))
+        .map_err(|e| e.to_string())
 }
+
+/// A venv's marker names its python, path and packages: a few KiB at most.
+const MARKER_CAP: u64 = 1 << 20;
 
 /// (Re)starts program `name` and waits until it is RUNNING. `planned` is
 /// the process it ran as when the deploy planned, if it ran.

@@ -4,8 +4,9 @@
 //! The content goes to a temp file in the target's own directory (so the
 //! rename stays on one filesystem), gets its mode, and is renamed over the
 //! target. A temp file orphaned by a kill is named `.tack-*`;
-//! [`sweep_orphans`] removes such files from the directory of a node whose
-//! last attempt did not finish.
+//! [`sweep_orphans_below`] removes such files from the directory of a node
+//! whose last attempt did not finish, through the directory it opened
+//! without following a link (see [`crate::confined`]).
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
@@ -52,24 +53,51 @@ pub fn remove_if_present(path: &Path) -> Result<()> {
     }
 }
 
-/// Removes temp files an interrupted write left in `dir`; with
-/// `older_than`, only those not modified for that long.
+/// Removes temp files an interrupted write left in tack's own `dir`
+/// (`.tack/`), which it trusts: [`sweep_orphans_below`] without a trusted
+/// base.
 pub fn sweep_orphans(dir: &Path, older_than: Option<std::time::Duration>) {
-    let Ok(entries) = fs::read_dir(dir) else {
+    sweep_orphans_below(dir, None, older_than)
+}
+
+/// Removes temp files an interrupted write left in `dir`; with
+/// `older_than`, only those not modified for that long. Below `trusted`
+/// (see [`crate::confined::trusted_base`]) `dir` is walked without
+/// following a link and the files are removed by name in the directory
+/// held open: a link planted on the way is no path to somebody else's
+/// `.tack-*` files. A directory that cannot be opened so has nothing of
+/// tack's to sweep.
+pub fn sweep_orphans_below(
+    dir: &Path,
+    trusted: Option<&Path>,
+    older_than: Option<std::time::Duration>,
+) {
+    let opened =
+        match trusted.and_then(|trusted| Some((trusted, dir.strip_prefix(trusted).ok()?))) {
+            Some((trusted, below)) => crate::confined::Dir::open_trusted(trusted)
+                .and_then(|base| base.descend(below, None)),
+            None => crate::confined::Dir::open_trusted(dir),
+        };
+    let Ok(opened) = opened else {
         return;
     };
-    for entry in entries.flatten() {
-        let is_ours = entry.file_name().to_string_lossy().starts_with(".tack-");
-        let Ok(meta) = entry.metadata() else { continue };
+    let Ok(names) = opened.names() else {
+        return;
+    };
+    for name in names {
+        let is_ours = name.to_string_lossy().starts_with(".tack-");
+        let plain = matches!(
+            opened.kind(&name),
+            Some(crate::confined::Kind::File | crate::confined::Kind::Symlink)
+        );
         let old_enough = older_than.is_none_or(|age| {
-            meta.modified()
-                .ok()
+            opened
+                .modified(&name)
                 .and_then(|modified| modified.elapsed().ok())
                 .is_some_and(|elapsed| elapsed >= age)
         });
-        let plain = meta.is_file() || meta.file_type().is_symlink();
         if is_ours && plain && old_enough {
-            let _ = fs::remove_file(entry.path());
+            let _ = opened.remove_file(&name);
         }
     }
 }

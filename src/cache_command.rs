@@ -22,8 +22,12 @@ pub fn run(args: &CacheArgs) -> Result<()> {
         crate::outln!("{}: no cache here yet", dir.display());
         return Ok(());
     }
+    // With `TACK_CACHE_KEY`, verify and import hold records to it as a
+    // deploy does.
+    let key = crate::step_cache::record_key_from_env().map_err(Error::Usage)?;
     let store = Store::open(&dir)
-        .map_err(|error| Error::Usage(format!("cannot open the cache: {error}")))?;
+        .map_err(|error| Error::Usage(format!("cannot open the cache: {error}")))?
+        .with_record_key(key);
     let failed = |error: cache::Error| Error::Usage(format!("cache `{}`: {error}", dir.display()));
     match &args.command {
         CacheCommand::Stats => {
@@ -37,15 +41,34 @@ pub fn run(args: &CacheArgs) -> Result<()> {
             );
         }
         CacheCommand::Verify => {
-            let corruptions = store.verify().map_err(failed)?;
+            let (unauthenticated, corruptions): (Vec<_>, Vec<_>) = store
+                .verify()
+                .map_err(failed)?
+                .into_iter()
+                .partition(|found| found.problem == cache::Problem::Unauthenticated);
             for corruption in &corruptions {
                 crate::outln!("corrupt: {corruption}");
+            }
+            for record in &unauthenticated {
+                crate::outln!(
+                    "unauthenticated: {}: no valid MAC for `{}`",
+                    record.path.display(),
+                    crate::step_cache::KEY_VARIABLE
+                );
             }
             if !corruptions.is_empty() {
                 return Err(Error::Usage(format!(
                     "{} corrupt entries in `{}` (a deploy treats them as misses and evicts them)",
                     corruptions.len(),
                     dir.display()
+                )));
+            }
+            if !unauthenticated.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{} records in `{}` are not authenticated by `{}` (a deploy with this key runs their steps instead of restoring them)",
+                    unauthenticated.len(),
+                    dir.display(),
+                    crate::step_cache::KEY_VARIABLE
                 )));
             }
             crate::outln!("{}: every entry verifies", dir.display());
@@ -93,8 +116,13 @@ pub fn run(args: &CacheArgs) -> Result<()> {
             let report = store.import(file, &|done, total| progress.update(done, total));
             progress.finish(report.is_ok());
             let report = report.map_err(failed)?;
+            let unauthenticated = if store.authenticates() {
+                format!(", {} unauthenticated", report.skipped_unauthenticated)
+            } else {
+                String::new()
+            };
             crate::outln!(
-                "imported {} blobs and {} records from `{}`; {} already present, skipped {} corrupt, {} incomplete",
+                "imported {} blobs and {} records from `{}`; {} already present, skipped {} corrupt, {} incomplete{unauthenticated}",
                 report.blobs_added,
                 report.actions_added,
                 file.display(),

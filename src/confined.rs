@@ -301,6 +301,66 @@ impl Dir {
     pub fn remove_dir(&self, name: &OsStr) -> Result<(), Errno> {
         unlinkat(self.fd.as_fd(), name, UnlinkatFlags::RemoveDir)
     }
+
+    /// Removes `name` and, if it is a directory, everything in it,
+    /// descending only through directories opened without following a
+    /// link: a link inside is removed as a link, never followed. Gone
+    /// already is fine.
+    pub fn remove_tree(&self, name: &OsStr) -> Result<(), Error> {
+        match self.kind(name) {
+            None => Ok(()),
+            Some(Kind::Dir) => {
+                let dir = self.child(name, None)?;
+                for entry in dir.names()? {
+                    dir.remove_tree(&entry)?;
+                }
+                match self.remove_dir(name) {
+                    Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                    Err(errno) => Err(Error::io("remove", self.path.join(name), io_error(errno))),
+                }
+            }
+            Some(_) => self.remove_file(name),
+        }
+    }
+
+    /// The names in this directory (without `.` and `..`), read through a
+    /// descriptor of their own: a duplicate of this one would share, and
+    /// move, its read position.
+    pub fn names(&self) -> Result<Vec<OsString>, Error> {
+        use std::os::unix::ffi::OsStrExt;
+        let failed = |errno| Error::io("list", &self.path, io_error(errno));
+        let mut listing = nix::dir::Dir::openat(
+            self.fd.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(failed)?;
+        let mut names = Vec::new();
+        for entry in listing.iter() {
+            let name = entry.map_err(failed)?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(&name).to_os_string());
+            }
+        }
+        Ok(names)
+    }
+
+    /// When `name` (not followed) was last modified; `None` if it does
+    /// not exist.
+    pub fn modified(&self, name: &OsStr) -> Option<std::time::SystemTime> {
+        let stat = fstatat(
+            self.fd.as_fd(),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok()?;
+        let since_epoch = std::time::Duration::new(
+            u64::try_from(stat.st_mtime).ok()?,
+            u32::try_from(stat.st_mtime_nsec).ok()?,
+        );
+        std::time::UNIX_EPOCH.checked_add(since_epoch)
+    }
 }
 
 /// Reads an open file if it is a regular file of at most `cap` bytes.
@@ -453,6 +513,21 @@ mod tests {
             fs::metadata(&target).unwrap().permissions().mode() & 0o777,
             0o644
         );
+    }
+
+    #[test]
+    fn a_tree_is_removed_without_following_a_link_in_it() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("keep"), b"x").unwrap();
+        fs::create_dir_all(root.path().join("venv/bin")).unwrap();
+        fs::write(root.path().join("venv/bin/python"), b"x").unwrap();
+        symlink(outside.path(), root.path().join("venv/lib")).unwrap();
+        let dir = Dir::open_trusted(root.path()).unwrap();
+        dir.remove_tree(OsStr::new("venv")).unwrap();
+        assert!(!root.path().join("venv").exists());
+        assert!(outside.path().join("keep").exists());
+        dir.remove_tree(OsStr::new("venv")).unwrap();
     }
 
     #[test]

@@ -280,7 +280,8 @@ pub fn deploy_host(
                 .filter(|dir| swept.insert(dir.to_path_buf()))
             {
                 let anyone_else = node.confined_to.is_none();
-                sweep_orphans(dir, anyone_else.then_some(ORPHAN_AGE));
+                let trusted = crate::confined::trusted_base(node.confined_to.as_deref());
+                crate::atomic::sweep_orphans_below(dir, trusted, anyone_else.then_some(ORPHAN_AGE));
             }
             state.mark_unfinished(&node.id);
         }

@@ -96,7 +96,12 @@ pub fn observe(
         Action::Venv(bootstrap) => {
             let version =
                 venv_python_version(&bootstrap.venv).or_else(|| python_version(&bootstrap.python));
-            let marker = fs::read_to_string(bootstrap.marker_path()).ok();
+            // A regular file only: a FIFO there must not hang the plan.
+            let marker =
+                crate::confined::read_regular_path(&bootstrap.marker_path(), Some(1 << 20), false)
+                    .ok()
+                    .flatten()
+                    .and_then(|bytes| String::from_utf8(bytes).ok());
             match (version, marker) {
                 (None, _) => {
                     Observation::Differs(vec![format!("`{}` cannot be run", bootstrap.python)])

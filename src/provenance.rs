@@ -43,7 +43,9 @@ pub struct Input {
     #[serde(default, skip_serializing_if = "no_via")]
     pub via: Arc<BTreeMap<String, Input>>,
     /// A secret, or computed from one: its value is hashed before it
-    /// leaves the configure phase ([`mask_sensitive`]).
+    /// leaves the configure phase ([`mask_sensitive`]). Set on every input
+    /// whose story holds a secret ([`Input::with_via`] carries it up), so
+    /// asking needs no walk down a story that may be 20,000 links long.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
 }
@@ -76,7 +78,9 @@ impl Input {
         }
     }
 
+    /// This input as computed from `via`: a secret if anything in `via` is.
     pub fn with_via(mut self, via: BTreeMap<String, Input>) -> Input {
+        self.sensitive |= via.values().any(Input::is_sensitive);
         self.via = Arc::new(via);
         self
     }
@@ -104,7 +108,7 @@ impl Input {
 
     /// Whether this value or anything it came from is a secret.
     pub fn is_sensitive(&self) -> bool {
-        self.sensitive || self.via.values().any(Input::is_sensitive)
+        self.sensitive
     }
 }
 
@@ -205,7 +209,12 @@ impl Redactions {
     /// Every sensitive value in `inputs`, and in what they came from.
     pub fn of<'a>(inputs: impl IntoIterator<Item = &'a Input>) -> Redactions {
         fn collect(input: &Input, into: &mut Vec<String>) {
-            if input.sensitive && !input.value.is_empty() {
+            // Nothing below an input that is not sensitive is: a long
+            // story of plain values is not walked.
+            if !input.sensitive {
+                return;
+            }
+            if !input.value.is_empty() {
                 into.push(input.value.clone());
             }
             for via in input.via.values() {
@@ -265,4 +274,29 @@ pub fn plain_inputs(pairs: &[(&str, &str)]) -> Inputs {
 
 fn no_via(via: &Arc<BTreeMap<String, Input>>) -> bool {
     via.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value computed from a secret, through a plain value, is a secret,
+    /// and the secret is redacted from what reads the value.
+    #[test]
+    fn a_secret_deep_in_a_story_is_carried_up_to_every_value_computed_from_it() {
+        let secret = Input::plain("hunter2").secret(true);
+        let middle =
+            Input::plain("user:hunter2").with_via(BTreeMap::from([("var pw".to_string(), secret)]));
+        let top = Input::plain("url").with_via(BTreeMap::from([("var auth".to_string(), middle)]));
+        assert!(top.is_sensitive());
+        assert_eq!(
+            Redactions::of([&top]).apply("hunter2 and user:hunter2"),
+            "(secret) and (secret)"
+        );
+
+        let plain =
+            Input::plain("a").with_via(BTreeMap::from([("var b".to_string(), Input::plain("b"))]));
+        assert!(!plain.is_sensitive());
+        assert!(Redactions::of([&plain]).is_empty());
+    }
 }

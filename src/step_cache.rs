@@ -29,6 +29,15 @@
 //!   or holding a symlink that dangles or escapes the outputs, is a miss.
 //!   A capture that would record such a link is refused with a warning.
 //!
+//! * **Only what the operator's key vouches for, when there is one.** With
+//!   `TACK_CACHE_KEY` set, records are written with a MAC under a key
+//!   derived from it, and a record without a valid one (forged with the
+//!   public checksum, imported from someone else's archive, dropped into a
+//!   shared cache, or written before the key was set) is not restored: the
+//!   step runs and the deploy says why. Without the variable, a record is
+//!   still checked against the step's declared outputs, and restored files
+//!   never get a setuid or setgid bit.
+//!
 //! The cache key is the node key plus the facts of the host the outputs
 //! depend on (the python version a venv was built with) and the version of
 //! this scheme: entries written before bound trees were detected carry no
@@ -41,12 +50,28 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cache::{ActionRecord, Digest, OutputEntry, Store};
+use cache::{ActionLookup, ActionRecord, Digest, OutputEntry, RecordKey, Store};
 
 use crate::graph::NodeSpec;
 
 /// Mixed into every cache key: bumping it disowns every earlier entry.
 const SCHEME: &str = "tack step cache v2 (bound trees)";
+
+/// The environment variable with the operator's secret that authenticates
+/// cache records. Not a command-line option: a secret there shows in `ps`.
+pub const KEY_VARIABLE: &str = "TACK_CACHE_KEY";
+
+/// The record key from `TACK_CACHE_KEY`, `None` when it is not set. Set
+/// but empty is an error: a key nobody meant would authenticate anything
+/// written with the same mistake.
+pub fn record_key_from_env() -> Result<Option<RecordKey>, String> {
+    use std::os::unix::ffi::OsStrExt;
+    match std::env::var_os(KEY_VARIABLE) {
+        None => Ok(None),
+        Some(secret) if secret.is_empty() => Err(format!("`{KEY_VARIABLE}` is set but empty")),
+        Some(secret) => Ok(Some(RecordKey::derive(secret.as_bytes()))),
+    }
+}
 
 /// The cache as a deploy uses it.
 pub struct StepCache {
@@ -68,6 +93,14 @@ pub struct Hit {
     record: ActionRecord,
 }
 
+/// What the cache has for a step here.
+pub enum Lookup {
+    Hit(Hit),
+    Miss,
+    /// An entry for this step that `TACK_CACHE_KEY` does not authenticate.
+    Unauthenticated,
+}
+
 impl StepCache {
     pub fn open(
         dir: &Path,
@@ -75,11 +108,13 @@ impl StepCache {
         read: bool,
         root: &Path,
     ) -> Result<StepCache, String> {
+        let key = record_key_from_env()?;
         let store = match salt {
             Some(salt) => Store::open_salted(dir, salt),
             None => Store::open(dir),
         }
-        .map_err(|error| format!("cannot open the cache: {error}"))?;
+        .map_err(|error| format!("cannot open the cache: {error}"))?
+        .with_record_key(key);
         Ok(StepCache {
             store,
             read,
@@ -115,37 +150,63 @@ impl StepCache {
     }
 
     /// An entry for `key` that may be restored at `outputs.cwd`: one that
-    /// restores anywhere, or one bound to exactly this place.
-    pub fn lookup(&self, key: &Digest, outputs: &Outputs) -> Option<Hit> {
+    /// restores anywhere, or one bound to exactly this place. Failing that,
+    /// whether an entry was there that the record key does not vouch for.
+    pub fn lookup(&self, key: &Digest, outputs: &Outputs) -> Lookup {
         if !self.read {
-            return None;
+            return Lookup::Miss;
         }
         let place = self.place(outputs.cwd);
-        let anywhere = self
+        let mut unauthenticated = false;
+        let mut find = |key: &Digest, fits: &dyn Fn(&ActionRecord) -> bool| match self
             .store
-            .get_action(key)
-            .ok()
-            .flatten()
-            .filter(|record| record.bound_to.is_empty());
-        let here = || {
-            self.store
-                .get_action(&Self::bound_key(key, &place))
-                .ok()
-                .flatten()
-                .filter(|record| record.bound_to == place)
+            .find_action(key)
+        {
+            Ok(ActionLookup::Hit(record)) => Some(record).filter(|record| fits(record)),
+            Ok(ActionLookup::Unauthenticated) => {
+                unauthenticated = true;
+                None
+            }
+            Ok(ActionLookup::Miss) | Err(_) => None,
         };
-        anywhere.or_else(here).map(|record| Hit { record })
+        let found = find(key, &|record| record.bound_to.is_empty()).or_else(|| {
+            find(&Self::bound_key(key, &place), &|record| {
+                record.bound_to == place
+            })
+        });
+        match found {
+            Some(record) => Lookup::Hit(Hit { record }),
+            None if unauthenticated => Lookup::Unauthenticated,
+            None => Lookup::Miss,
+        }
     }
 
     /// Restores a hit; the tree digest of what is now on disk, or `None` on
-    /// a miss (a blob gone or corrupt, an entry that is not whole), when
-    /// nothing was changed.
-    pub fn restore(&self, hit: &Hit, outputs: &Outputs) -> Option<Digest> {
-        let restored = self
-            .store
-            .restore_outputs(&hit.record.outputs, outputs.cwd, &outputs.relative)
-            .ok()?;
-        restored.then(|| cache::tree_digest(&hit.record.outputs))
+    /// a miss (a blob gone or corrupt, an entry that is not whole, an I/O
+    /// error while staging), when nothing was changed. From `trusted` (see
+    /// [`crate::confined::trusted_base`]) down, no symlink is followed: one
+    /// planted where a directory of the outputs belongs is an error naming
+    /// it, not a miss, since running the step instead would write through
+    /// it.
+    pub fn restore(
+        &self,
+        hit: &Hit,
+        outputs: &Outputs,
+        trusted: Option<&Path>,
+    ) -> Result<Option<Digest>, String> {
+        match self.store.restore_outputs(
+            &hit.record.outputs,
+            trusted,
+            outputs.cwd,
+            &outputs.relative,
+        ) {
+            Ok(true) => Ok(Some(cache::tree_digest(&hit.record.outputs))),
+            Ok(false) => Ok(None),
+            Err(error) if matches!(error.kind, cache::ErrorKind::InvalidPath(_)) => Err(format!(
+                "cannot restore the outputs from the cache: {error}"
+            )),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Whether a restore may replace what is at the outputs now: nothing is

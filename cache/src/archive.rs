@@ -25,6 +25,10 @@
 //! deliberate forgery. Trust comes from verifying each entry the way the
 //! store always does: blobs are re-hashed against their names, records are
 //! checked against their checksums and manifests, on export and on import.
+//! Those checks are public too: a store with a record key
+//! ([`Store::with_record_key`]) imports only records whose MAC verifies
+//! under it, so an archive someone else made cannot carry a forged record
+//! into it.
 //!
 //! # Salt
 //!
@@ -39,7 +43,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::action::{decode_record, RECORD_MODE};
+use crate::action::{decode_record, Unusable, RECORD_MODE};
 use crate::blob::{copy_hashing, parent, seal, BLOB_MODE};
 use crate::maint::Listing;
 use crate::{temp_in, Digest, Error, Result, Store};
@@ -86,6 +90,9 @@ pub struct ImportReport {
     /// Valid records not imported because a blob they reference is not in
     /// the store.
     pub skipped_dangling: u64,
+    /// Intact records not imported because the store authenticates records
+    /// ([`Store::with_record_key`]) and theirs does not verify.
+    pub skipped_unauthenticated: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -109,6 +116,7 @@ enum Outcome {
     Present,
     Corrupt,
     Dangling,
+    Unauthenticated,
 }
 
 impl Store {
@@ -152,7 +160,7 @@ impl Store {
         }
         for (key, path) in &actions {
             match fs::read(path) {
-                Ok(bytes) => match decode_record(key, &bytes) {
+                Ok(bytes) => match decode_record(key, &bytes, None) {
                     Err(_) => report.skipped_corrupt += 1,
                     Ok(r) if !r.blobs().all(|d| exported.contains(d)) => {
                         report.skipped_dangling += 1
@@ -187,8 +195,10 @@ impl Store {
     /// and written atomically, as the store always does: a blob whose bytes
     /// do not hash to its name, or a record that does not pass the checks of
     /// [`Store::get_action`] (checksum, manifest, its blobs present), is
-    /// skipped and counted. Entries the store already has (a blob file, a
-    /// record that decodes) are kept, so importing twice is harmless.
+    /// skipped and counted, and so is a record whose MAC does not verify
+    /// when the store authenticates records. Entries the store already has
+    /// (a blob file, a record that decodes) are kept, so importing twice is
+    /// harmless.
     ///
     /// Records keep their salted names: see "Salt" in the module
     /// documentation. If `file` changes between the check and the import,
@@ -213,6 +223,7 @@ impl Store {
                 (Outcome::Present, _) => report.already_present += 1,
                 (Outcome::Corrupt, _) => report.skipped_corrupt += 1,
                 (Outcome::Dangling, _) => report.skipped_dangling += 1,
+                (Outcome::Unauthenticated, _) => report.skipped_unauthenticated += 1,
             }
             done += 1;
             progress(done, total);
@@ -241,7 +252,9 @@ impl Store {
     fn import_action(&self, key: &Digest, body: &mut Body) -> Result<Outcome> {
         let dest = self.actions_dir().join(key.to_hex());
         match fs::read(&dest) {
-            Ok(old) if decode_record(key, &old).is_ok() => return Ok(Outcome::Present),
+            Ok(old) if decode_record(key, &old, self.record_key.as_ref()).is_ok() => {
+                return Ok(Outcome::Present)
+            }
             Ok(_) => {} // corrupt: replaced below
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(dest, e)),
@@ -252,8 +265,9 @@ impl Store {
         let mut bytes = Vec::new();
         let archive = body.inp.path;
         body.read_to_end(&mut bytes).map_err(Error::at(archive))?;
-        match decode_record(key, &bytes) {
-            Err(_) => return Ok(Outcome::Corrupt),
+        match decode_record(key, &bytes, self.record_key.as_ref()) {
+            Err(Unusable::Corrupt(_)) => return Ok(Outcome::Corrupt),
+            Err(Unusable::Unauthenticated) => return Ok(Outcome::Unauthenticated),
             Ok(r) if !r.blobs().all(|d| self.contains_blob(d)) => return Ok(Outcome::Dangling),
             Ok(_) => {}
         }
@@ -772,6 +786,41 @@ mod tests {
         // Importing a store's own export changes nothing either.
         let report = store.import(&file, &no_progress).unwrap();
         assert_eq!(report.already_present, 3);
+    }
+
+    #[test]
+    fn a_store_with_a_record_key_imports_only_records_it_authenticated() {
+        let dir = tempfile::tempdir().unwrap();
+        // `populated` writes its record without a key: to a keyed store it
+        // is a forgery.
+        let (store, key, record) = populated(dir.path());
+        let forged = dir.path().join("forged.tca");
+        store.export(&forged, &no_progress).unwrap();
+        let secret = crate::RecordKey::derive(b"secret");
+        let keyed = open(&dir.path().join("keyed")).with_record_key(Some(secret.clone()));
+        let report = keyed.import(&forged, &no_progress).unwrap();
+        assert_eq!(
+            report,
+            ImportReport {
+                blobs_added: 2,
+                skipped_unauthenticated: 1,
+                ..ImportReport::default()
+            }
+        );
+        assert_eq!(keyed.get_action(&key).unwrap(), None);
+
+        // A record written under the same key travels.
+        let signer = open(&dir.path().join("signer")).with_record_key(Some(secret));
+        for digest in record.blobs() {
+            let blob = store.get_blob(digest).unwrap().unwrap();
+            signer.put_blob(&blob).unwrap();
+        }
+        signer.put_action(&key, &record).unwrap();
+        let signed = dir.path().join("signed.tca");
+        signer.export(&signed, &no_progress).unwrap();
+        let report = keyed.import(&signed, &no_progress).unwrap();
+        assert_eq!(report.actions_added, 1, "{report:?}");
+        assert_eq!(keyed.get_action(&key).unwrap(), Some(record));
     }
 
     #[test]

@@ -36,6 +36,12 @@
 //! by several processes it can race with a concurrent rewrite of the same
 //! entry, which again costs only a miss.
 //!
+//! The checksum is public: whoever can write the store (or hand it an
+//! archive) can forge a record that verifies. A store given a
+//! [`RecordKey`] ([`Store::with_record_key`]) writes a MAC into every
+//! record and uses only records whose MAC verifies under that key; see the
+//! `action` module.
+//!
 //! # Atomic writes
 //!
 //! Every entry is written to a temporary file on the same filesystem and
@@ -93,13 +99,14 @@ use std::path::{Path, PathBuf};
 mod action;
 mod archive;
 mod blob;
+mod confined;
 mod digest;
 mod error;
 mod maint;
 mod scan;
 mod tree;
 
-pub use action::{ActionRecord, OutputEntry, OutputKind};
+pub use action::{ActionLookup, ActionRecord, OutputEntry, OutputKind, RecordKey};
 pub use archive::{ExportReport, ImportReport};
 pub use digest::{Digest, ParseDigestError};
 pub use error::{Error, ErrorKind, Result};
@@ -119,6 +126,9 @@ pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 pub struct Store {
     root: PathBuf,
     salt: String,
+    /// With a key, records are written with a MAC and read only if theirs
+    /// verifies.
+    record_key: Option<RecordKey>,
 }
 
 impl Store {
@@ -134,11 +144,27 @@ impl Store {
         let store = Store {
             root: dir.join(SCHEMA),
             salt: salt.to_owned(),
+            record_key: None,
         };
         for d in [store.blobs_dir(), store.actions_dir(), store.tmp_dir()] {
             crate::private_dir(&d).map_err(Error::at(&d))?;
         }
         Ok(store)
+    }
+
+    /// This store, authenticating action records with `key`: records it
+    /// writes carry a MAC, and records it reads are used only if their MAC
+    /// verifies (`None`: no MAC written or required).
+    pub fn with_record_key(self, key: Option<RecordKey>) -> Store {
+        Store {
+            record_key: key,
+            ..self
+        }
+    }
+
+    /// Whether records are authenticated ([`Store::with_record_key`]).
+    pub fn authenticates(&self) -> bool {
+        self.record_key.is_some()
     }
 
     /// The versioned root directory (`<dir>/v1`).

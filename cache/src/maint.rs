@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::action::decode_record;
+use crate::action::{decode_record, Unusable};
 use crate::blob::copy_hashing;
 use crate::{Digest, Error, Result, Store, TEMP_PREFIX};
 
@@ -65,6 +65,10 @@ pub enum Problem {
     BadRecord(String),
     /// An action record references a blob that is not in the store.
     MissingBlob(Digest),
+    /// An intact action record whose MAC does not verify under the store's
+    /// record key ([`Store::with_record_key`]): a read with that key treats
+    /// it as a miss.
+    Unauthenticated,
 }
 
 impl fmt::Display for Corruption {
@@ -83,6 +87,9 @@ impl fmt::Display for Problem {
             Problem::Unreadable(e) => write!(f, "unreadable: {e}"),
             Problem::BadRecord(why) => write!(f, "bad action record: {why}"),
             Problem::MissingBlob(d) => write!(f, "references missing blob {d}"),
+            Problem::Unauthenticated => {
+                f.write_str("action record not authenticated by the record key")
+            }
         }
     }
 }
@@ -199,7 +206,8 @@ impl Store {
     }
 
     /// Re-hashes every blob and checks every action record (of any salt):
-    /// checksum, decoding, and that its blobs exist. Reports problems; it
+    /// checksum, decoding, its MAC when the store has a record key, and
+    /// that its blobs exist. Reports problems; it
     /// does not repair (a corrupt entry is evicted on its next read, a
     /// dangling record by [`Store::gc`]).
     pub fn verify(&self) -> Result<Vec<Corruption>> {
@@ -230,7 +238,7 @@ impl Store {
                 continue;
             };
             let record = match fs::read(&e.path) {
-                Ok(bytes) => decode_record(&key, &bytes),
+                Ok(bytes) => decode_record(&key, &bytes, self.record_key.as_ref()),
                 Err(err) => {
                     report(&e.path, Problem::Unreadable(err.to_string()));
                     continue;
@@ -242,7 +250,8 @@ impl Store {
                         report(&e.path, Problem::MissingBlob(*d));
                     }
                 }
-                Err(why) => report(&e.path, Problem::BadRecord(why)),
+                Err(Unusable::Corrupt(why)) => report(&e.path, Problem::BadRecord(why)),
+                Err(Unusable::Unauthenticated) => report(&e.path, Problem::Unauthenticated),
             }
         }
         Ok(found)
@@ -310,7 +319,7 @@ impl Store {
         for e in records {
             let Some(key) = e.digest else { continue };
             let keep = match fs::read(&e.path) {
-                Ok(bytes) => decode_record(&key, &bytes)
+                Ok(bytes) => decode_record(&key, &bytes, None)
                     .is_ok_and(|r| r.blobs().all(|d| self.contains_blob(d))),
                 Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
                 Err(err) => return Err(Error::io(&e.path, err)),
@@ -437,6 +446,28 @@ mod tests {
             line.starts_with(&store.path().display().to_string()),
             "{line}"
         );
+    }
+
+    #[test]
+    fn verify_with_a_record_key_reports_unauthenticated_records() {
+        let (dir, store) = store();
+        let d = store.put_blob(b"ok").unwrap();
+        store
+            .put_action(&Digest::of(b"k"), &file_record(d))
+            .unwrap();
+        let keyed = Store::open(dir.path())
+            .unwrap()
+            .with_record_key(Some(crate::RecordKey::derive(b"secret")));
+        let found = keyed.verify().unwrap();
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].problem, Problem::Unauthenticated);
+        // Without the key the same record verifies; gc keeps it either way.
+        assert_eq!(store.verify().unwrap(), []);
+        assert_eq!(keyed.gc(u64::MAX).unwrap(), GcReport::default());
+        keyed
+            .put_action(&Digest::of(b"k"), &file_record(d))
+            .unwrap();
+        assert_eq!(keyed.verify().unwrap(), []);
     }
 
     #[test]

@@ -1,14 +1,13 @@
 //! Capturing declared outputs into the store and restoring them.
 
 use std::collections::BTreeMap;
-use std::fs::{self, DirBuilder, File, Permissions};
+use std::fs::Permissions;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use tempfile::TempDir;
-
 use crate::action::check_manifest;
+use crate::confined::{Dir, Kind};
 use crate::scan::{check_links, scan_tree};
 use crate::{Error, OutputEntry, OutputKind, Result, Store, TEMP_PREFIX};
 
@@ -57,9 +56,14 @@ impl Store {
     /// (relative paths), and every symlink resolves within the entries or
     /// to an absolute path that exists here ([`check_links`]). Anything
     /// else is a miss, `Ok(false)`, with nothing changed under `root`.
+    ///
+    /// `trusted` is a directory above `root` that the caller vouches for:
+    /// from it down to `root`, no symlink is followed (see
+    /// [`Store::restore_tree_below`]).
     pub fn restore_outputs(
         &self,
         outputs: &[OutputEntry],
+        trusted: Option<&Path>,
         root: &Path,
         declared: &[String],
     ) -> Result<bool> {
@@ -74,7 +78,14 @@ impl Store {
         if check_links(outputs, root).is_err() {
             return Ok(false);
         }
-        self.restore_tree(outputs, root)
+        self.restore_tree_below(outputs, trusted, root)
+    }
+
+    /// Restores a manifest under `root` (created if needed), verifying
+    /// every blob: [`Store::restore_tree_below`] with `root` itself
+    /// trusted.
+    pub fn restore_tree(&self, outputs: &[OutputEntry], root: &Path) -> Result<bool> {
+        self.restore_tree_below(outputs, None, root)
     }
 
     /// Restores a manifest under `root` (created if needed), verifying
@@ -84,13 +95,25 @@ impl Store {
     /// Everything is first built in a staging directory inside `root`; only
     /// when all of it has been verified is each top-level entry of the
     /// manifest (one with no ancestor in the manifest) renamed over its
-    /// destination, replacing what was there. Directory modes are applied
+    /// destination, and what was in the way moved into the staging
+    /// directory, which is removed at the end. Directory modes are applied
     /// last, deepest first. An I/O error during that final phase can leave
     /// some entries replaced and others not, but never a partial file.
-    pub fn restore_tree(&self, outputs: &[OutputEntry], root: &Path) -> Result<bool> {
+    ///
+    /// Someone else may write `root` meanwhile (see the `confined`
+    /// module): the walk from `trusted` (or from `root` when `None` or not
+    /// above it) and everything below `root` goes by descriptor, never
+    /// following a symlink, so a link planted where a directory of the
+    /// outputs belongs is an error naming it, and nothing is written,
+    /// moved, chmodded or removed outside `root`.
+    pub fn restore_tree_below(
+        &self,
+        outputs: &[OutputEntry],
+        trusted: Option<&Path>,
+        root: &Path,
+    ) -> Result<bool> {
         let map = check_manifest(outputs).map_err(|why| Error::invalid(root, why))?;
-        refuse_symlinked_dirs(root, map.keys().copied())?;
-        // Cheap early miss before copying anything.
+        // Cheap early miss before creating or copying anything.
         for kind in map.values() {
             if let OutputKind::File { digest, .. } = kind {
                 if !self.contains_blob(digest) {
@@ -98,53 +121,69 @@ impl Store {
                 }
             }
         }
-        let root_existed = fs::symlink_metadata(root).is_ok();
-        fs::create_dir_all(root).map_err(Error::at(root))?;
-        let staged = self.stage_tree(&map, root);
-        if !root_existed && !matches!(staged, Ok(Some(_))) {
-            let _ = fs::remove_dir(root); // only if still empty
+        let (dir, made) = Dir::open_below(trusted, root, 0o755)?;
+        let restored = self.restore_into(&map, &dir);
+        if let Some((parent, name)) = made {
+            if !matches!(restored, Ok(true)) {
+                parent.remove_empty_dir(name);
+            }
         }
-        let Some(stage) = staged? else {
-            return Ok(false);
-        };
-        commit(&map, &stage, root)?;
-        Ok(true)
+        restored
     }
 
-    /// Builds the manifest in a staging directory inside `root`, verifying
-    /// every blob. `Ok(None)` on a miss (the staging directory is removed).
-    fn stage_tree(
-        &self,
-        map: &BTreeMap<&str, &OutputKind>,
-        root: &Path,
-    ) -> Result<Option<TempDir>> {
-        let stage = tempfile::Builder::new()
-            .prefix(&format!("{TEMP_PREFIX}restore-"))
-            .tempdir_in(root)
-            .map_err(Error::at(root))?;
-        for (&rel, kind) in map {
-            let path = stage.path().join(rel);
-            if let Some(parent) = path.parent() {
-                // Ancestors not in the manifest (a bare `bin/tool` output).
-                fs::create_dir_all(parent).map_err(Error::at(parent))?;
+    /// Stages, verifies and commits the manifest in the open `root`.
+    fn restore_into(&self, map: &BTreeMap<&str, &OutputKind>, root: &Dir) -> Result<bool> {
+        let tops = top_level(map);
+        // A link on the way to an output fails the restore before anything
+        // is staged; the commit walks without following links again.
+        for rel in &tops {
+            if let Some((parent, _)) = rel.rsplit_once('/') {
+                root.check_walk(parent)?;
             }
-            match kind {
-                OutputKind::Dir { .. } => DirBuilder::new()
-                    .mode(0o700)
-                    .create(&path)
-                    .map_err(Error::at(&path))?,
-                OutputKind::Symlink { target } => {
-                    std::os::unix::fs::symlink(target, &path).map_err(Error::at(&path))?
+        }
+        let (stage_name, stage) = make_stage(root)?;
+        let restored = (|| {
+            let new = stage.child("new", Some(0o700))?;
+            if !self.stage_tree(map, &new)? {
+                return Ok(false);
+            }
+            let old = stage.child("old", Some(0o700))?;
+            commit(map, &tops, root, &new, &old)?;
+            Ok(true)
+        })();
+        // The staged tree on a miss, what the commit replaced on success:
+        // removed through the descriptor of the stage, which is tack's.
+        let emptied = stage.empty();
+        root.remove_empty_dir(&stage_name);
+        let restored = restored?;
+        emptied?;
+        Ok(restored)
+    }
+
+    /// Builds the manifest in the staging directory `new`, verifying
+    /// every blob. `Ok(false)` on a miss.
+    fn stage_tree(&self, map: &BTreeMap<&str, &OutputKind>, new: &Dir) -> Result<bool> {
+        // Entries come parents first; consecutive ones often share a parent.
+        let mut parent: Option<(&str, Dir)> = None;
+        for (&rel, kind) in map {
+            let (parent_rel, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            let dir = match &parent {
+                Some((open, dir)) if *open == parent_rel => dir,
+                _ => {
+                    // Ancestors not in the manifest (a bare `bin/tool` output)
+                    // are made here.
+                    let dir = new.descend(parent_rel, Some(0o700))?;
+                    &parent.insert((parent_rel, dir)).1
                 }
+            };
+            match kind {
+                OutputKind::Dir { .. } => dir.make_dir(name, 0o700)?,
+                OutputKind::Symlink { target } => dir.make_symlink(name, target)?,
                 OutputKind::File { digest, mode } => {
-                    let mut file = File::options()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&path)
-                        .map_err(Error::at(&path))?;
+                    let mut file = dir.create_file(name)?;
+                    let path = dir.path().join(name);
                     if !self.copy_verified(digest, &mut file, &path)? {
-                        return Ok(None); // `stage` is removed on drop.
+                        return Ok(false);
                     }
                     // Never a setuid or setgid bit: a record is no reason
                     // to hand out privileges.
@@ -153,81 +192,107 @@ impl Store {
                 }
             }
         }
-        Ok(Some(stage))
+        Ok(true)
     }
 }
 
-/// Moves each top-level entry of the staged tree into place, then applies
-/// directory modes, deepest first.
-fn commit(map: &BTreeMap<&str, &OutputKind>, stage: &TempDir, root: &Path) -> Result<()> {
-    for (&rel, kind) in map {
-        let has_ancestor = rel
-            .match_indices('/')
-            .any(|(i, _)| map.contains_key(&rel[..i]));
-        if has_ancestor {
-            continue;
+/// The entries of a manifest with no ancestor in it: what the commit
+/// renames into place.
+fn top_level<'a>(map: &BTreeMap<&'a str, &OutputKind>) -> Vec<&'a str> {
+    map.keys()
+        .copied()
+        .filter(|rel| {
+            !rel.match_indices('/')
+                .any(|(i, _)| map.contains_key(&rel[..i]))
+        })
+        .collect()
+}
+
+/// A fresh staging directory in `root`, mode 0700, opened without
+/// following a link and checked to be this process's own (someone who can
+/// write `root` could put a directory of theirs under its name between
+/// the `mkdir` and the `open`).
+fn make_stage(root: &Dir) -> Result<(String, Dir)> {
+    for attempt in 0u32..64 {
+        let name = format!("{TEMP_PREFIX}restore-{:016x}", unique(attempt));
+        match root.make_dir(&name, 0o700) {
+            Ok(()) => {}
+            Err(error) if matches!(&error.kind, crate::ErrorKind::Io(e) if e.kind() == io::ErrorKind::AlreadyExists) => {
+                continue
+            }
+            Err(error) => return Err(error),
         }
-        let dest = root.join(rel);
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(Error::at(parent))?;
+        let stage = root.child(&name, None)?;
+        if !stage.is_own() {
+            return Err(Error::invalid(
+                stage.path(),
+                "was replaced by a directory of another user while tack restored into it",
+            ));
         }
-        let staged = stage.path().join(rel);
-        remove_blocking(&dest, matches!(kind, OutputKind::Dir { .. }))?;
-        fs::rename(&staged, &dest).map_err(Error::at(&dest))?;
+        return Ok((name, stage));
+    }
+    Err(Error::invalid(
+        root.path(),
+        "no free name for a staging directory",
+    ))
+}
+
+/// Different for every call in this process, and between processes.
+fn unique(attempt: u32) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = blake3::Hasher::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.update(&now.as_nanos().to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    hasher.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    hasher.update(&attempt.to_le_bytes());
+    let hash = hasher.finalize();
+    let mut first = [0; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// Moves each top-level entry of the staged tree `new` into place under
+/// `root`, what was in its way into `old`, then applies directory modes,
+/// deepest first. Every directory on the way is opened without following
+/// a link.
+fn commit(
+    map: &BTreeMap<&str, &OutputKind>,
+    tops: &[&str],
+    root: &Dir,
+    new: &Dir,
+    old: &Dir,
+) -> Result<()> {
+    for (index, &rel) in tops.iter().enumerate() {
+        let (parent_rel, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let dest = root.descend(parent_rel, Some(0o755))?;
+        let staged = new.descend(parent_rel, None)?;
+        let new_is_dir = matches!(map.get(rel), Some(OutputKind::Dir { .. }));
+        // A rename replaces a file or symlink atomically, but not a
+        // directory that holds anything, nor anything by a directory.
+        match dest.kind(name) {
+            Some(Kind::Dir) => dest.rename_to(name, old, &index.to_string())?,
+            Some(_) if new_is_dir => dest.rename_to(name, old, &index.to_string())?,
+            _ => {}
+        }
+        staged.rename_to(name, &dest, name)?;
     }
     for (&rel, kind) in map.iter().rev() {
         if let OutputKind::Dir { mode } = kind {
-            let dest = root.join(rel);
-            fs::set_permissions(&dest, Permissions::from_mode(*mode & 0o1777))
-                .map_err(Error::at(&dest))?;
+            root.descend(rel, None)?.set_mode(*mode & 0o1777)?;
         }
     }
     Ok(())
-}
-
-/// A restore writes below `root` through the directories its entries
-/// name; a symlink planted where one of them should be (`build -> /etc`)
-/// would carry the write, or the removal of what is in the way, out of
-/// `root`. Such a link is an error naming it.
-fn refuse_symlinked_dirs<'a>(root: &Path, paths: impl Iterator<Item = &'a str>) -> Result<()> {
-    let mut checked = std::collections::BTreeSet::new();
-    for rel in paths {
-        for (i, _) in rel.match_indices('/') {
-            let dir = &rel[..i];
-            if !checked.insert(dir) {
-                continue;
-            }
-            let path = root.join(dir);
-            if fs::symlink_metadata(&path).is_ok_and(|md| md.file_type().is_symlink()) {
-                return Err(Error::invalid(
-                    &path,
-                    "is a symlink where a directory of the outputs belongs; not restoring through it",
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Removes what is at `dest` if a rename onto it would fail: a directory
-/// (rename cannot replace a non-empty one), or anything when the new entry
-/// is a directory. A file or symlink replaced by a file or symlink is left
-/// for the rename, which swaps it atomically.
-fn remove_blocking(dest: &Path, new_is_dir: bool) -> Result<()> {
-    let result = match fs::symlink_metadata(dest) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => Err(e),
-        Ok(md) if md.is_dir() => fs::remove_dir_all(dest),
-        Ok(_) if new_is_dir => fs::remove_file(dest),
-        Ok(_) => Ok(()),
-    };
-    result.map_err(Error::at(dest))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::corrupt;
+    use std::fs;
     use std::os::unix::fs::symlink;
     use std::os::unix::fs::MetadataExt;
 
@@ -424,11 +489,16 @@ mod tests {
         let declared = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         // `parts` is in the record but not declared: a miss.
         assert!(!store
-            .restore_outputs(&manifest, &dst, &declared(&["bin", "eggs.txt"]))
+            .restore_outputs(&manifest, None, &dst, &declared(&["bin", "eggs.txt"]))
             .unwrap());
         assert!(!dst.join("bin").exists());
         assert!(store
-            .restore_outputs(&manifest, &dst, &declared(&["bin", "parts", "eggs.txt"]))
+            .restore_outputs(
+                &manifest,
+                None,
+                &dst,
+                &declared(&["bin", "parts", "eggs.txt"])
+            )
             .unwrap());
 
         let src = dir.path().join("suid");

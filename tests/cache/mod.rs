@@ -503,3 +503,188 @@ fn a_venv_is_never_handed_to_another_checkout_and_force_rebuilds_it() {
     );
     assert!(python.exists(), "the venv's python works again\n{output}");
 }
+
+/// A deployment whose cached step copies `payload` (outside every
+/// checkout, so the step's key does not change with it) into its output:
+/// what an attacker who can write the cache, or hand over an archive,
+/// would like a victim's deploy to restore.
+fn copies_payload(shared: &std::path::Path) -> Deployment {
+    Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = build\n")
+        .component(
+            "build",
+            &format!(
+                "
+                [command:make]
+                run = echo ran >> {counter}; mkdir -p out && cat {payload} > out/artifact
+                outputs = out
+                cache = true
+                ",
+                counter = shared.join("counter").display(),
+                payload = shared.join("payload").display(),
+            ),
+        )
+}
+
+#[test]
+fn a_forged_record_is_not_restored_under_a_cache_key() {
+    let shared = tempfile::tempdir().unwrap();
+    let counter = shared.path().join("counter");
+    let arg = |name: &str| shared.path().join(name).to_str().unwrap().to_string();
+    let key = |secret: &'static str| [("TACK_CACHE_KEY", secret)];
+
+    // The forger runs the same step with a payload of its own, without a
+    // key (or with another one), and exports the record.
+    fs::write(shared.path().join("payload"), "forged\n").unwrap();
+    let forger = copies_payload(shared.path());
+    forger
+        .tack(&["local", "dev", "--cache-dir", &arg("forged")])
+        .success();
+    let other = copies_payload(shared.path());
+    other
+        .tack_with_env(
+            &[
+                "local",
+                "dev",
+                "--cache-dir",
+                &arg("other-key"),
+                "--force",
+                "build",
+            ],
+            &key("not ours"),
+        )
+        .0
+        .success();
+    for (cache, archive) in [("forged", "forged.tca"), ("other-key", "other.tca")] {
+        forger
+            .tack(&["cache", "--cache-dir", &arg(cache), "export", &arg(archive)])
+            .success();
+    }
+    fs::write(shared.path().join("payload"), "genuine\n").unwrap();
+    assert_eq!(runs(&counter), 2);
+
+    // Without a key, an imported forgery is restored: records are checked
+    // only against what the step declares.
+    let plain = copies_payload(shared.path());
+    plain
+        .tack(&[
+            "cache",
+            "--cache-dir",
+            &arg("plain"),
+            "import",
+            &arg("forged.tca"),
+        ])
+        .success();
+    plain
+        .tack(&["local", "dev", "--cache-dir", &arg("plain")])
+        .success();
+    assert_eq!(plain.read("work/build/out/artifact"), "forged\n");
+    assert_eq!(runs(&counter), 2);
+
+    // With a key, neither forgery is restored, whether imported without
+    // the key or dropped into the cache directory: the step runs, says why,
+    // and nothing of the forged entry is on disk.
+    for archive in ["forged.tca", "other.tca"] {
+        let victim = copies_payload(shared.path());
+        let cache = arg(&format!("victim-{archive}"));
+        victim
+            .tack(&["cache", "--cache-dir", &cache, "import", &arg(archive)])
+            .success();
+        let (verify, _) =
+            victim.tack_with_env(&["cache", "--cache-dir", &cache, "verify"], &key("ours"));
+        assert_eq!(verify.code, 2, "{verify}");
+        assert!(verify.stdout.contains("unauthenticated: "), "{verify}");
+        assert!(
+            verify.stderr.contains("1 records in")
+                && verify
+                    .stderr
+                    .contains("not authenticated by `TACK_CACHE_KEY`"),
+            "{verify}"
+        );
+        let before = runs(&counter);
+        let (output, _) =
+            victim.tack_with_env(&["local", "dev", "--cache-dir", &cache], &key("ours"));
+        let output = output.success();
+        assert!(!output.stdout.contains("Restored"), "{output}");
+        assert!(
+            output.stdout.contains(
+                "note: Build > Command(make): not restored from the cache: the entry is not authenticated by `TACK_CACHE_KEY`; running the step instead"
+            ),
+            "{output}"
+        );
+        assert_eq!(runs(&counter), before + 1, "the step ran");
+        assert_eq!(victim.read("work/build/out/artifact"), "genuine\n");
+        // The step's own record replaced the forgery; it verifies.
+        victim
+            .tack_with_env(&["cache", "--cache-dir", &cache, "verify"], &key("ours"))
+            .0
+            .success();
+    }
+
+    // Imported with the key set, a forgery does not even enter the cache.
+    let careful = copies_payload(shared.path());
+    let (import, _) = careful.tack_with_env(
+        &[
+            "cache",
+            "--cache-dir",
+            &arg("careful"),
+            "import",
+            &arg("forged.tca"),
+        ],
+        &key("ours"),
+    );
+    let import = import.success();
+    assert!(import.stdout.contains("0 records"), "{import}");
+    assert!(import.stdout.contains("1 unauthenticated"), "{import}");
+
+    // A record written under the same key is restored in a fresh checkout
+    // through an archive.
+    let victim_cache = arg("victim-forged.tca");
+    careful
+        .tack(&[
+            "cache",
+            "--cache-dir",
+            &victim_cache,
+            "export",
+            &arg("ours.tca"),
+        ])
+        .success();
+    careful
+        .tack_with_env(
+            &[
+                "cache",
+                "--cache-dir",
+                &arg("careful"),
+                "import",
+                &arg("ours.tca"),
+            ],
+            &key("ours"),
+        )
+        .0
+        .success();
+    let before = runs(&counter);
+    let (output, _) = careful.tack_with_env(
+        &["local", "dev", "--cache-dir", &arg("careful")],
+        &key("ours"),
+    );
+    let output = output.success();
+    assert!(
+        output
+            .stdout
+            .contains("Restored Build > Command(make) (from cache)"),
+        "{output}"
+    );
+    assert_eq!(runs(&counter), before, "the step did not run");
+    assert_eq!(careful.read("work/build/out/artifact"), "genuine\n");
+
+    // A key set but empty is refused, not taken as no key.
+    let (output, _) = careful.tack_with_env(
+        &["cache", "--cache-dir", &arg("careful"), "verify"],
+        &key(""),
+    );
+    assert_eq!(output.code, 2, "{output}");
+    assert!(
+        output.stderr.contains("`TACK_CACHE_KEY` is set but empty"),
+        "{output}"
+    );
+}

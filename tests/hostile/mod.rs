@@ -243,6 +243,212 @@ fn a_restore_never_deletes_through_a_planted_symlink() {
 }
 
 #[test]
+fn a_restore_that_meets_a_planted_symlink_fails_rather_than_run_the_step_through_it() {
+    if !as_root("finding 4, the fallback") {
+        return;
+    }
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            "[attributes]\nv = 1\n\n[command:build]\nrun = mkdir -p build/out && echo {{ v }} > build/out/a\noutputs = build/out\ncache = true\n",
+        );
+    d.tack(&["local", "dev"]).success();
+    d.replace("components/app/component.cfg", "v = 1", "v = 2");
+    d.tack(&["local", "dev"]).success();
+    owned_by_nobody(&d);
+    // A link to a root-only directory with no `out` in it: nothing there
+    // for the restore to overwrite, so only the link stops it.
+    let outside = root_only();
+    nobody_sh(
+        &d.path("work/app"),
+        &format!("rm -rf build && ln -s {} build", outside.path().display()),
+    );
+    d.replace("components/app/component.cfg", "v = 2", "v = 1");
+    let output = d.tack(&["local", "dev"]);
+    assert_eq!(output.code, 1, "{output}");
+    assert!(
+        output
+            .stdout
+            .contains("is a symlink where a directory of the outputs belongs"),
+        "{output}"
+    );
+    assert!(
+        untouched(outside.path()),
+        "the step ran through the link:\n{output}"
+    );
+}
+
+#[test]
+fn a_restore_racing_a_planted_symlink_never_writes_outside() {
+    if !as_root("finding 4, the race") {
+        return;
+    }
+    // The step works only while `ready` exists: once the cache holds its
+    // outputs, every forced deploy restores them, and a deploy that finds
+    // the cache unusable fails instead of running a shell command as root
+    // through whatever nobody planted.
+    let shared = tempfile::tempdir().unwrap();
+    let ready = shared.path().join("ready");
+    fs::write(&ready, "").unwrap();
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component(
+            "app",
+            &format!(
+                "[command:build]\nrun = test -e {ready} && mkdir -p build/out && echo built > build/out/a\noutputs = build/out\ncache = true\n",
+                ready = ready.display()
+            ),
+        );
+    d.tack(&["local", "dev"]).success();
+    fs::remove_file(&ready).unwrap();
+    owned_by_nobody(&d);
+    let outside = root_only();
+    // nobody exchanges `build` with a link to the root-only directory, and
+    // `build/out` with a link too whenever `build` is its own directory,
+    // atomically and over and over.
+    let script = format!(
+        "import ctypes, os, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         os.symlink('{outside}', 'evil')\n\
+         end = time.time() + {secs}\n\
+         while time.time() < end:\n\
+         \x20   libc.renameat2(-100, b'build', -100, b'evil', 2)\n\
+         \x20   try:\n\
+         \x20       os.symlink('{outside}', 'build/evil')\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         \x20   libc.renameat2(-100, b'build/out', -100, b'build/evil', 2)\n",
+        outside = outside.path().display(),
+        secs = RACE.as_secs() + 1
+    );
+    let mut racer = as_nobody(&d.path("work/app"), &script);
+    let started = Instant::now();
+    let (mut runs, mut restored) = (0, 0);
+    while started.elapsed() < RACE {
+        let output = d.tack(&["local", "dev", "--force", "app"]);
+        runs += 1;
+        restored += usize::from(output.stdout.contains("Restored"));
+    }
+    racer.wait().unwrap();
+    eprintln!("{runs} deploys raced, {restored} restored");
+    assert!(restored >= 2, "only {restored} of {runs} deploys restored");
+    assert!(untouched(outside.path()), "after {runs} deploys");
+}
+
+/// A work dir `work/` owned by nobody, in which nobody made `app` a link
+/// to `outside`, before root's first deploy.
+fn work_dir_linked_by_nobody(d: &Deployment, outside: &Path) {
+    fs::set_permissions(d.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(d.path("work")).unwrap();
+    chown_tree(&d.path("work"));
+    nobody_sh(&d.path("work"), &format!("ln -s {} app", outside.display()));
+}
+
+#[test]
+fn the_orphan_sweep_never_deletes_through_a_swapped_work_dir() {
+    if !as_root("the orphan sweep") {
+        return;
+    }
+    let d = Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = app\n")
+        .component("app", "[file:app.ini]\ncontent = port = 8080\n");
+    let outside = root_only();
+    // A root file that looks like one of tack's temp files.
+    let lookalike = outside.path().join(".tack-0123456789abcdef");
+    fs::write(&lookalike, "root's too\n").unwrap();
+    work_dir_linked_by_nobody(&d, outside.path());
+    let output = d.tack(&["local", "dev"]);
+    assert_eq!(output.code, 1, "{output}");
+    assert!(output.stdout.contains("is a symlink"), "{output}");
+    assert_eq!(
+        fs::read_to_string(&lookalike).ok().as_deref(),
+        Some("root's too\n"),
+        "{output}"
+    );
+}
+
+/// A stand-in for python: answers `--version`, makes a "venv" with
+/// `-m venv DIR` (itself as `DIR/bin/python`), and does nothing else.
+fn fake_python(dir: &Path) -> std::path::PathBuf {
+    let python = dir.join("python");
+    fs::write(
+        &python,
+        "#!/bin/sh\n\
+         if [ \"$1\" = --version ]; then echo 'Python 3.11.7'; exit 0; fi\n\
+         if [ \"$1\" = -m ] && [ \"$2\" = venv ]; then mkdir -p \"$3/bin\" && cp \"$0\" \"$3/bin/python\"; fi\n",
+    )
+    .unwrap();
+    fs::set_permissions(&python, fs::Permissions::from_mode(0o755)).unwrap();
+    python
+}
+
+fn with_venv(python: &Path) -> Deployment {
+    Deployment::new()
+        .env("dev", "[hosts]\nlocalhost = tick, app\n")
+        .component(
+            "tick",
+            "[provide:programs]\nname = tick\ncommand = /bin/sleep 600\n",
+        )
+        .component(
+            "app",
+            &format!(
+                "[require:programs]\n\n[supervisor]\nport = {port}\npython = {python}\n",
+                port = crate::support::free_port(),
+                python = python.display()
+            ),
+        )
+}
+
+#[test]
+fn a_venv_is_never_removed_through_a_swapped_work_dir() {
+    if !as_root("the venv through a link") {
+        return;
+    }
+    let tools = tempfile::tempdir().unwrap();
+    let d = with_venv(&fake_python(tools.path()));
+    let outside = root_only();
+    // Root's own venv-looking directory behind the link.
+    fs::create_dir(outside.path().join(".venv")).unwrap();
+    fs::write(outside.path().join(".venv/keep"), "root's\n").unwrap();
+    work_dir_linked_by_nobody(&d, outside.path());
+    let output = d.tack(&["local", "dev"]);
+    assert_eq!(output.code, 1, "{output}");
+    assert!(output.stdout.contains("is a symlink"), "{output}");
+    assert_eq!(
+        fs::read_to_string(outside.path().join(".venv/keep"))
+            .ok()
+            .as_deref(),
+        Some("root's\n"),
+        "{output}"
+    );
+    assert!(
+        !outside.path().join(".venv/.tack-bootstrap").exists(),
+        "{output}"
+    );
+}
+
+#[test]
+fn a_fifo_as_the_venv_marker_hangs_nothing() {
+    if !as_root("a FIFO as the venv marker") {
+        return;
+    }
+    let tools = tempfile::tempdir().unwrap();
+    let d = with_venv(&fake_python(tools.path()));
+    // The fake venv has no supervisord: the deploy fails after the venv.
+    d.tack(&["local", "dev"]);
+    assert!(d.exists("work/app/.venv/.tack-bootstrap"));
+    owned_by_nobody(&d);
+    nobody_sh(
+        &d.path("work/app/.venv"),
+        "rm .tack-bootstrap && mkfifo .tack-bootstrap",
+    );
+    let (_, text) = run_bounded(&d, &["local", "dev"]);
+    let marker = fs::symlink_metadata(d.path("work/app/.venv/.tack-bootstrap")).unwrap();
+    assert!(marker.is_file(), "the venv was rebuilt:\n{text}");
+}
+
+#[test]
 fn a_forged_record_never_makes_prune_delete_outside_the_work_dir() {
     if !as_root("finding 5") {
         return;

@@ -80,7 +80,8 @@ impl Deployment {
         command
             .args(args)
             .current_dir(&self.root)
-            .env_remove("TACK_CACHE_DIR");
+            .env_remove("TACK_CACHE_DIR")
+            .env_remove("TACK_CACHE_KEY");
         command
     }
 
