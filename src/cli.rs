@@ -232,6 +232,11 @@ pub struct LocalArgs {
 pub struct DeployArgs {
     #[command(flatten)]
     pub local: LocalArgs,
+    /// Set up at most N ssh sessions at a time (default: all at once);
+    /// once connected, every host deploys at once, ordered where one
+    /// requires from another.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub host_jobs: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

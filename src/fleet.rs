@@ -29,19 +29,18 @@
 //! its running steps and saves its state before it reports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cli::{Format, Target};
-use crate::configure::{environment_def, host_graph, wiring, Placement};
+use crate::configure::{environment_def, host_graph, wiring};
 use crate::db::{Database, Deployment};
 use crate::deploy::{HostReport, Options};
 use crate::environment::EnvironmentDef;
 use crate::error::{ConfigError, Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::graph::{Action, HostGraph};
-use crate::peers::Gate;
 use crate::remote::bootstrap::{start_agent, Agent, AgentSender};
 use crate::remote::plan::{HostPlan, PlanOptions};
 use crate::remote::protocol::{Request, Response};
@@ -72,6 +71,7 @@ pub fn deploy(
     target: &Target,
     options: &Options,
     jobs: Option<usize>,
+    host_jobs: Option<usize>,
     format: Format,
 ) -> Result<()> {
     let json = format == Format::Json;
@@ -91,45 +91,15 @@ pub fn deploy(
         .filter(|host| selected.contains(&host.name) || !Path::new(&host.remote_dir).is_absolute())
         .map(|host| host.name.as_str())
         .collect();
-    let mut sessions = connect(&wanted, ssh_config.as_deref(), &env);
+    let sessions = connect(&wanted, ssh_config.as_deref(), &env, host_jobs);
     let started = crate::timings::phase("connect", started);
-    let mut unreachable: BTreeMap<String, String> = BTreeMap::new();
-    let mut roots = BTreeMap::new();
-    for host in &env.hosts {
-        let remote_dir = Path::new(&host.remote_dir);
-        let root = match sessions.get(&host.name) {
-            _ if remote_dir.is_absolute() => Some(remote_dir.to_path_buf()),
-            Some(Ok(agent)) if agent.hello.home.starts_with('/') => {
-                Some(Path::new(&agent.hello.home).join(remote_dir))
-            }
-            Some(Ok(_)) => {
-                unreachable.insert(
-                    host.name.clone(),
-                    "its agent did not say where the login user's home is".into(),
-                );
-                None
-            }
-            _ => None,
-        };
-        // A host whose root is unknown is configured under a root that
-        // exists nowhere; a host requiring from it does not deploy (below).
-        let root = root.unwrap_or_else(|| Path::new("/nonexistent-root-of").join(&host.name));
-        roots.insert(host.name.clone(), root);
-    }
-    let mut agents: BTreeMap<String, Agent> = BTreeMap::new();
-    for (host, session) in std::mem::take(&mut sessions) {
-        match session {
-            Ok(agent) if !unreachable.contains_key(&host) => {
-                agents.insert(host, agent);
-            }
-            Ok(_) => {}
-            Err(error) => {
-                unreachable.insert(host, error.to_string());
-            }
-        }
-    }
+    let Reached {
+        agents,
+        roots,
+        unreachable,
+    } = reached(&env, sessions);
 
-    // 2. Configure everything, here.
+    // 2. Configure everything, here, each host under its own root.
     let deployment = Deployment::new(
         &db,
         options.root.clone(),
@@ -137,47 +107,13 @@ pub fn deploy(
         None,
         roots.clone(),
     );
-    let mut graphs: BTreeMap<String, Arc<HostGraph>> = BTreeMap::new();
-    let mut errors: Vec<ConfigError> = Vec::new();
-    for host in &env.hosts {
-        match host_graph(&db, deployment, host.name.clone()) {
-            Ok(graph) => {
-                graphs.insert(host.name.clone(), graph.clone());
-            }
-            Err(host_errors) => {
-                for error in host_errors {
-                    if !errors.contains(error) {
-                        errors.push(error.clone());
-                    }
-                }
-            }
+    let (graphs, wiring) = match configure(&db, deployment, &env, &selected, options) {
+        Ok(configured) => configured,
+        Err(error) => {
+            say_goodbye(agents);
+            return Err(error);
         }
-    }
-    if !errors.is_empty() {
-        say_goodbye(agents);
-        return Err(Error::Configs(errors));
-    }
-    let nodes = selected
-        .iter()
-        .flat_map(|host| graphs[host].nodes.iter())
-        .map(|node| (node.id.as_str(), node.component.as_str()));
-    let checked = crate::selection::check("--force", &options.force, nodes.clone())
-        .and_then(|()| crate::selection::check("NODE", options.only.as_slice(), nodes));
-    if let Err(error) = checked {
-        say_goodbye(agents);
-        return Err(error);
-    }
-    if !options.dry_run
-        && selected
-            .iter()
-            .any(|host| graphs[host].nodes.iter().any(|node| node.sensitive))
-    {
-        if let Some(mask_key) = &options.mask_key {
-            crate::secrets::save_mask_key(&options.root, mask_key)?;
-        }
-    }
-    let wiring = wiring(&db, deployment).clone().map_err(Error::Configs)?;
-
+    };
     let started = crate::timings::phase("configure", started);
 
     // 3. Plan: gates and exports across hosts.
@@ -187,79 +123,23 @@ pub fn deploy(
             failed_hosts.insert(host.clone(), format!("cannot reach it: {why}"));
         }
     }
-    let mut gates: BTreeMap<String, Vec<Gate>> = BTreeMap::new();
-    for host in &selected {
-        let graph = &graphs[host];
-        let mut by_provider: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-        for (index, node) in graph.nodes.iter().enumerate() {
-            if !node.barrier {
-                continue;
-            }
-            let me = Placement {
-                host: host.clone(),
-                component: node.component.clone(),
-            };
-            for provider in wiring.providers_of(&me) {
-                if &provider.host == host || !selected.contains(&provider.host) {
-                    continue;
-                }
-                by_provider
-                    .entry((provider.host.clone(), provider.component.clone()))
-                    .or_default()
-                    .push(index);
-            }
-        }
-        let blocked = by_provider
-            .keys()
-            .map(|(provider_host, _)| provider_host)
-            .find(|provider_host| {
-                unreachable.contains_key(*provider_host)
-                    && !Path::new(&env.host(provider_host).map_or("", |h| &h.remote_dir))
-                        .is_absolute()
-            });
-        if let Some(provider_host) = blocked {
-            failed_hosts.entry(host.clone()).or_insert_with(|| {
-                format!(
-                    "not deployed: it requires from `{provider_host}`, which cannot be reached \
-                     to learn where its deployment lives"
-                )
-            });
-            continue;
-        }
-        let host_gates = by_provider
-            .into_iter()
-            .map(|((provider_host, component), mut waiting)| {
-                waiting.dedup();
-                Gate {
-                    host: provider_host,
-                    component,
-                    waiting,
-                }
-            })
-            .collect();
-        gates.insert(host.clone(), host_gates);
+    for (host, provider) in misconfigured(&env, &wiring, &selected, &unreachable) {
+        failed_hosts.entry(host).or_insert_with(|| {
+            format!(
+                "not deployed: it requires from `{provider}`, which cannot be reached \
+                 to learn where its deployment lives"
+            )
+        });
     }
-    // Who waits for which (host, component): the routing table.
-    let mut waiting_hosts: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for (host, host_gates) in &gates {
-        for gate in host_gates {
-            waiting_hosts
-                .entry((gate.host.clone(), gate.component.clone()))
-                .or_default()
-                .insert(host.clone());
-        }
-    }
+    let selected_graphs: Vec<&HostGraph> =
+        selected.iter().map(|host| graphs[host].as_ref()).collect();
+    let crossings = crate::hosts::crossings(&wiring, &selected_graphs);
     let several = selected.len() > 1;
     let mut plans: BTreeMap<String, HostPlan> = BTreeMap::new();
     for host in &selected {
         if failed_hosts.contains_key(host) {
             continue;
         }
-        let exports: Vec<String> = waiting_hosts
-            .keys()
-            .filter(|(provider_host, _)| provider_host == host)
-            .map(|(_, component)| component.clone())
-            .collect();
         let root = roots[host].clone();
         plans.insert(
             host.clone(),
@@ -267,8 +147,8 @@ pub fn deploy(
                 work_dir: root.join(&env.work_dir),
                 root,
                 graph: (*graphs[host]).clone(),
-                gates: gates.remove(host).unwrap_or_default(),
-                exports,
+                gates: crossings.gates_of(host).to_vec(),
+                exports: crossings.exports_of(host).to_vec(),
                 options: PlanOptions {
                     dry_run: options.dry_run,
                     explain: options.explain,
@@ -329,6 +209,16 @@ pub fn deploy(
         }
     }
     let started = crate::timings::phase("send plans", started);
+    // Who waits for which (host, component): where settled components go.
+    let mut waiting_hosts: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (host, host_gates) in &crossings.gates {
+        for gate in host_gates {
+            waiting_hosts
+                .entry((gate.host.clone(), gate.component.clone()))
+                .or_default()
+                .insert(host.clone());
+        }
+    }
     let route = Routes {
         senders,
         waiting_hosts,
@@ -372,7 +262,8 @@ pub fn deploy(
     };
     crate::timings::phase("deploy", started);
     let mut reports = Vec::new();
-    let mut interrupted = None;
+    // The signal this tack got; else one an agent got on its own.
+    let mut interrupted = crate::interrupt::signal();
     for (host, outcome, sent) in outcomes {
         if let Some(transfer) = transfers.get_mut(&host) {
             transfer.content_bytes = sent;
@@ -423,6 +314,140 @@ struct Run<'a> {
     interrupted: Option<nix::sys::signal::Signal>,
 }
 
+/// The sessions that started, and what they told.
+struct Reached {
+    agents: BTreeMap<String, Agent>,
+    /// Every host's root: its absolute `remote_dir`, or its `remote_dir`
+    /// below the home its agent told; a root that exists nowhere for a
+    /// host that could not tell.
+    roots: BTreeMap<String, PathBuf>,
+    /// Host -> why it could not be reached.
+    unreachable: BTreeMap<String, String>,
+}
+
+fn reached(env: &EnvironmentDef, mut sessions: BTreeMap<String, Result<Agent>>) -> Reached {
+    let mut unreachable = BTreeMap::new();
+    let mut roots = BTreeMap::new();
+    for host in &env.hosts {
+        let remote_dir = Path::new(&host.remote_dir);
+        let root = match sessions.get(&host.name) {
+            _ if remote_dir.is_absolute() => Some(remote_dir.to_path_buf()),
+            Some(Ok(agent)) if agent.hello.home.starts_with('/') => {
+                Some(Path::new(&agent.hello.home).join(remote_dir))
+            }
+            Some(Ok(_)) => {
+                unreachable.insert(
+                    host.name.clone(),
+                    "its agent did not say where the login user's home is".to_string(),
+                );
+                None
+            }
+            _ => None,
+        };
+        // Configured there, a host is not deployed, nor is one that
+        // requires from it ([`misconfigured`]).
+        let root = root.unwrap_or_else(|| Path::new("/nonexistent-root-of").join(&host.name));
+        roots.insert(host.name.clone(), root);
+    }
+    let mut agents = BTreeMap::new();
+    for (host, session) in std::mem::take(&mut sessions) {
+        match session {
+            Ok(agent) if !unreachable.contains_key(&host) => {
+                agents.insert(host, agent);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                unreachable.insert(host, error.to_string());
+            }
+        }
+    }
+    Reached {
+        agents,
+        roots,
+        unreachable,
+    }
+}
+
+/// Every host's graph, and the wiring; a configuration error of any host
+/// (or a `--force` or NODE that names nothing) stops the run.
+fn configure(
+    db: &Database,
+    deployment: Deployment,
+    env: &EnvironmentDef,
+    selected: &[String],
+    options: &Options,
+) -> Result<(
+    BTreeMap<String, Arc<HostGraph>>,
+    Arc<crate::configure::Wiring>,
+)> {
+    let mut graphs: BTreeMap<String, Arc<HostGraph>> = BTreeMap::new();
+    let mut errors: Vec<ConfigError> = Vec::new();
+    for host in &env.hosts {
+        match host_graph(db, deployment, host.name.clone()) {
+            Ok(graph) => {
+                graphs.insert(host.name.clone(), graph.clone());
+            }
+            Err(host_errors) => {
+                for error in host_errors {
+                    if !errors.contains(error) {
+                        errors.push(error.clone());
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Configs(errors));
+    }
+    let nodes = selected
+        .iter()
+        .flat_map(|host| graphs[host].nodes.iter())
+        .map(|node| (node.id.as_str(), node.component.as_str()));
+    crate::selection::check("--force", &options.force, nodes.clone())?;
+    crate::selection::check("NODE", options.only.as_slice(), nodes)?;
+    if !options.dry_run
+        && selected
+            .iter()
+            .any(|host| graphs[host].nodes.iter().any(|node| node.sensitive))
+    {
+        if let Some(mask_key) = &options.mask_key {
+            crate::secrets::save_mask_key(&options.root, mask_key)?;
+        }
+    }
+    let wiring = wiring(db, deployment).clone().map_err(Error::Configs)?;
+    Ok((graphs, wiring))
+}
+
+/// The selected hosts that require anything from a host whose root no one
+/// could tell (unreachable, with a `remote_dir` below its home), each with
+/// that host: what they render of it (its `workdir`) would be wrong.
+fn misconfigured(
+    env: &EnvironmentDef,
+    wiring: &crate::configure::Wiring,
+    selected: &[String],
+    unreachable: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let rootless = |host: &str| {
+        unreachable.contains_key(host)
+            && env
+                .host(host)
+                .is_some_and(|def| !Path::new(&def.remote_dir).is_absolute())
+    };
+    let mut found = Vec::new();
+    for placement in &wiring.placements {
+        if !selected.contains(&placement.host) || rootless(&placement.host) {
+            continue;
+        }
+        let provider = wiring
+            .providers_of(placement)
+            .find(|provider| provider.host != placement.host && rootless(&provider.host));
+        if let Some(provider) = provider {
+            found.push((placement.host.clone(), provider.host.clone()));
+        }
+    }
+    found
+}
+
 /// The hosts `tack deploy` deploys: `--host`, else all of them.
 fn select(env: &EnvironmentDef, wanted: Option<&str>) -> Result<Vec<String>> {
     let names: Vec<String> = env.hosts.iter().map(|host| host.name.clone()).collect();
@@ -438,28 +463,38 @@ fn select(env: &EnvironmentDef, wanted: Option<&str>) -> Result<Vec<String>> {
 }
 
 /// Starts an agent on each of `hosts` at once.
+/// Starts an agent on each of `hosts`, at most `at_once` sessions being
+/// set up at a time (all when `None`): a bastion in front of many hosts
+/// refuses logins beyond its `MaxStartups`.
 fn connect(
     hosts: &[&str],
     ssh_config: Option<&Path>,
     env: &EnvironmentDef,
+    at_once: Option<usize>,
 ) -> BTreeMap<String, Result<Agent>> {
+    let queue = Mutex::new(hosts.iter());
+    let connected = Mutex::new(BTreeMap::new());
+    let workers = at_once.unwrap_or(hosts.len()).clamp(1, hosts.len().max(1));
     std::thread::scope(|scope| {
-        let handles: Vec<_> = hosts
-            .iter()
-            .map(|host| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let Some(host) = queue.lock().unwrap_or_else(|e| e.into_inner()).next() else {
+                    return;
+                };
                 let ssh = Ssh {
                     destination: host.to_string(),
                     config: ssh_config.map(Path::to_path_buf),
                     connect_timeout: Duration::from_secs(env.connect_timeout_secs),
                 };
-                scope.spawn(move || (host.to_string(), start_agent(&ssh)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|handle| handle.join().ok())
-            .collect()
-    })
+                let agent = start_agent(&ssh);
+                connected
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(host.to_string(), agent);
+            });
+        }
+    });
+    connected.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 fn say_goodbye(agents: BTreeMap<String, Agent>) {
@@ -516,9 +551,12 @@ impl Routes {
 /// `finished` is closed (every host is done).
 fn pass_on_interrupts(route: &Routes, finished: std::sync::mpsc::Receiver<()>) {
     loop {
-        if crate::interrupt::signal().is_some() {
+        if let Some(signal) = crate::interrupt::signal() {
+            let stop = Request::Stop {
+                signal: signal.as_str().to_string(),
+            };
             for host in route.senders.keys() {
-                route.send(host, &Request::Stop);
+                route.send(host, &stop);
             }
             return;
         }

@@ -40,11 +40,12 @@ use crate::configure::{
     assemble, component_def, component_nodes, environment_def, wiring_signature, Placement,
 };
 use crate::db::{Database, Deployment, FileStat};
-use crate::deploy::{deploy_host, HostReport, NodeReport, Options, Scope};
+use crate::deploy::{HostReport, NodeReport, Options, Scope};
 use crate::environment::EnvironmentDef;
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::graph::HostGraph;
+use crate::hosts::{deploy_here, HostJob};
 use crate::manifest::{self, Manifest, Pythons};
 use crate::report::{Reporter, Summary};
 use crate::state::StateStore;
@@ -168,9 +169,8 @@ pub fn run(
     };
 
     let several = manifest.hosts.len() > 1;
-    let mut reports = Vec::new();
+    let mut jobs = Vec::new();
     for (record, graph) in manifest.hosts.iter().zip(&part.graphs) {
-        let reporter = reporter_for(&record.host, several);
         let untouched = record
             .components
             .iter()
@@ -182,19 +182,15 @@ pub fn run(
             })
             .map(|placed| placed.nodes.len())
             .sum();
-        let report = deploy_host(
+        jobs.push(HostJob {
             graph,
-            Scope::Part { untouched },
-            options,
-            &reporter,
-            &crate::peers::Links::alone(),
-        )?;
-        let interrupted = report.interrupted.is_some();
-        reports.push(report);
-        if interrupted {
-            break;
-        }
+            scope: Scope::Part { untouched },
+            reporter: reporter_for(&record.host, several),
+        });
     }
+    let graphs: Vec<&HostGraph> = part.graphs.iter().collect();
+    let crossings = crate::hosts::crossings(&manifest.wiring, &graphs);
+    let mut reports = crate::hosts_reports(deploy_here(jobs, &crossings, options))?;
     let phase = crate::timings::phase("deploy", phase);
 
     let clean = reports.iter().all(HostReport::clean);

@@ -18,6 +18,7 @@ pub mod fault;
 pub mod fingerprint;
 pub mod fleet;
 pub mod graph;
+pub mod hosts;
 pub mod incremental;
 pub mod ini_file;
 pub mod interrupt;
@@ -53,7 +54,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command, Format, Target};
 use crate::configure::{environment_def, host_graph};
 use crate::db::{Database, Deployment};
-use crate::deploy::{deploy_host, CacheOptions, HostReport, Options};
+use crate::deploy::{CacheOptions, HostReport, Options};
 use crate::environment::{ConnectMethod, EnvironmentDef};
 use crate::error::{ConfigError, Error, Result};
 use crate::graph::HostGraph;
@@ -90,7 +91,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             let local = &args.local;
             let options = deploy_options(local)?;
             if fleet::over_ssh(&options)? {
-                fleet::deploy(&local.target, &options, local.jobs, local.format)
+                fleet::deploy(
+                    &local.target,
+                    &options,
+                    local.jobs,
+                    args.host_jobs,
+                    local.format,
+                )
             } else {
                 deploy(&local.target, &options, local.format)
             }
@@ -100,7 +107,11 @@ fn dispatch(cli: Cli) -> Result<()> {
                 only: args.node,
                 ..options(&args.target, true, true, args.diff)?
             };
-            deploy(&args.target, &options, args.format)
+            if fleet::over_ssh(&options)? {
+                fleet::deploy(&args.target, &options, None, None, args.format)
+            } else {
+                deploy(&args.target, &options, args.format)
+            }
         }
         Command::Cache(args) => cache_command::run(&args),
         Command::Completions { shell } => {
@@ -261,20 +272,26 @@ fn deploy_configured(
         Some(lock)
     };
     let several = configured.graphs.len() > 1;
-    let mut reports = Vec::new();
-    for graph in &configured.graphs {
-        let reporter = reporter_for(&graph.host, several);
-        let scope = deploy::Scope::Whole {
-            prunable: &configured.prunable,
-        };
-        let report = deploy_host(graph, scope, options, &reporter, &peers::Links::alone())
-            .map_err(|error| after_reports(&reports, "their state is saved", error))?;
-        let interrupted = report.interrupted.is_some();
-        reports.push(report);
-        if interrupted {
-            break;
-        }
-    }
+    let graphs: Vec<&HostGraph> = configured
+        .graphs
+        .iter()
+        .map(|graph| graph.as_ref())
+        .collect();
+    let wiring = configure::wiring(&configured.db, configured.deployment)
+        .clone()
+        .map_err(Error::Configs)?;
+    let crossings = hosts::crossings(&wiring, &graphs);
+    let jobs = graphs
+        .iter()
+        .map(|graph| hosts::HostJob {
+            graph,
+            scope: deploy::Scope::Whole {
+                prunable: &configured.prunable,
+            },
+            reporter: reporter_for(&graph.host, several),
+        })
+        .collect();
+    let reports = hosts_reports(hosts::deploy_here(jobs, &crossings, options))?;
     let started = timings::phase("deploy", started);
     let clean = reports.iter().all(HostReport::clean);
     if !options.dry_run && clean {
@@ -295,6 +312,25 @@ fn deploy_configured(
         timings::phase("manifest", started);
     }
     Ok(reports)
+}
+
+/// The reports of hosts deployed at once; the first error (noting the
+/// nodes the other hosts ran) if one failed.
+pub(crate) fn hosts_reports(results: Vec<Result<HostReport>>) -> Result<Vec<HostReport>> {
+    let mut reports = Vec::new();
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(report) => reports.push(report),
+            Err(error) => {
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    match failure {
+        Some(error) => Err(after_reports(&reports, "their state is saved", error)),
+        None => Ok(reports),
+    }
 }
 
 /// `error`, noting the nodes that changed a host in the runs of `reports`

@@ -55,7 +55,7 @@ pub fn serve(input: impl Read + Send, output: impl Write + Send) -> Result<(), E
                 return Ok(());
             }
             // Only meaningful during a deploy.
-            Some(Request::Contents { .. } | Request::Settled { .. } | Request::Stop) => {}
+            Some(Request::Contents { .. } | Request::Settled { .. } | Request::Stop { .. }) => {}
         }
     }
 }

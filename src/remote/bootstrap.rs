@@ -197,7 +197,7 @@ pub fn start_agent(ssh: &Ssh) -> Result<Agent, Error> {
         })?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = StderrTail::collect(child.stderr.take().expect("stderr is piped"));
+    let stderr = StderrTail::collect(child.stderr.take().expect("stderr is piped"), &host);
     let mut session = Session {
         host,
         child,
@@ -210,6 +210,7 @@ pub fn start_agent(ssh: &Ssh) -> Result<Agent, Error> {
         Answer::Need { os, arch } => Some(session.upload(own, &os, &arch)?),
     };
     let hello = session.hello(own)?;
+    session.stderr.echo();
     Ok(Agent {
         hello,
         uploaded,
@@ -354,7 +355,7 @@ impl Session {
             Ok(status) if status.success() => Ok(()),
             Ok(status) => Err(self.ended(status, "the agent failed")),
             Err(error) => Err(Error::Remote {
-                host: self.host,
+                host: self.host.clone(),
                 message: format!("waiting for ssh failed: {error}"),
             }),
         }
@@ -374,6 +375,19 @@ impl Session {
             host: self.host.clone(),
             message: format!("{what} (ssh {status}): {last}"),
         }
+    }
+}
+
+/// An agent dropped without [`Agent::finish`] (an error elsewhere ended
+/// the work) has its session ended rather than left running: stdin is
+/// closed and ssh killed if it is still there.
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
     }
 }
 
@@ -421,21 +435,32 @@ fn rust_arch(arch: &str) -> &str {
 
 /// ssh's stderr, read by a thread of its own (a full pipe would stall
 /// ssh), keeping the last [`STDERR_LINES`] lines.
+/// Once the agent greeted, what it writes to stderr (a warning about its
+/// state, a wait for its lock) is passed on to tack's stderr as it comes,
+/// prefixed with the host's name: before, it is ssh's and the bootstrap's
+/// talk, which errors quote.
 struct StderrTail {
     lines: Arc<Mutex<VecDeque<String>>>,
     reader: Option<JoinHandle<()>>,
+    echo: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StderrTail {
-    fn collect(stderr: impl Read + Send + 'static) -> StderrTail {
+    fn collect(stderr: impl Read + Send + 'static, host: &str) -> StderrTail {
         let lines = Arc::new(Mutex::new(VecDeque::new()));
         let kept = Arc::clone(&lines);
+        let echo = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let echoing = Arc::clone(&echo);
+        let host = host.to_string();
         let reader = std::thread::spawn(move || {
             let mut stderr = BufReader::new(stderr);
             let mut line = Vec::new();
             while matches!(stderr.read_until(b'\n', &mut line), Ok(n) if n > 0) {
                 let text = String::from_utf8_lossy(&line).trim_end().to_string();
                 line.clear();
+                if echoing.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = writeln!(std::io::stderr(), "{host}: {text}");
+                }
                 let mut kept = kept.lock().unwrap_or_else(|poison| poison.into_inner());
                 if kept.len() == STDERR_LINES {
                     kept.pop_front();
@@ -446,7 +471,13 @@ impl StderrTail {
         StderrTail {
             lines,
             reader: Some(reader),
+            echo,
         }
+    }
+
+    /// From now on, passes each line on as it comes.
+    fn echo(&self) {
+        self.echo.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Waits until ssh closed its stderr (it has exited).

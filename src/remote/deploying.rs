@@ -165,7 +165,10 @@ fn read_messages(input: &mut impl Read, inbox: &Inbox) {
             } => inbox.update(|state| {
                 state.settled.insert((host, component), failed);
             }),
-            Request::Stop => inbox.stop(),
+            Request::Stop { signal } => {
+                let signal = signal.parse().unwrap_or(nix::sys::signal::Signal::SIGHUP);
+                inbox.stop(signal);
+            }
             // Not asked during a deploy; a newer tack would not send them.
             Request::Ping | Request::Deploy(_) => {}
         }
@@ -205,7 +208,7 @@ impl Inbox {
         };
         self.changed.notify_all();
         if !was_done {
-            self.stop();
+            self.stop(nix::sys::signal::Signal::SIGHUP);
         }
     }
 
@@ -213,9 +216,10 @@ impl Inbox {
         self.update(|state| state.done = true);
     }
 
-    /// Stops the deploy as a hangup stops `tack local`.
-    fn stop(&self) {
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGHUP);
+    /// Stops the deploy as `signal` stops `tack local`: the deploying
+    /// side's interrupt, or a hangup when it went away.
+    fn stop(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), signal);
     }
 
     /// Waits until `ready` returns something, checking for an interrupt

@@ -47,9 +47,10 @@ pub enum Request {
         component: String,
         failed: Option<String>,
     },
-    /// The deploying side was interrupted: start no more nodes, stop the
-    /// running steps, save the state and finish.
-    Stop,
+    /// The deploying side was interrupted by `signal` (`SIGINT`): start no
+    /// more nodes, stop the running steps with it, save the state and
+    /// finish.
+    Stop { signal: String },
 }
 
 /// What the agent answers.

@@ -69,6 +69,10 @@ impl Ssh {
     /// option even so.
     pub fn command(&self, remote_command: &str) -> Command {
         let mut command = Command::new("ssh");
+        // A process group of its own: Ctrl-C at the terminal reaches tack,
+        // which asks each agent to stop and waits for its report, and not
+        // ssh, which would cut the session under it.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         if let Some(config) = &self.config {
             command.arg("-F").arg(config);
         }

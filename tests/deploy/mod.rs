@@ -1023,3 +1023,51 @@ fn a_value_passed_along_a_long_chain_keeps_a_state_that_reads_back() {
         "{explained}"
     );
 }
+
+/// `connect_method = local` deploys every host here, all at once; a barrier
+/// requiring from a component of another host waits until that component
+/// finished there, whatever the order of `[hosts]` (it used to follow that
+/// order, and the app started before the database it needs).
+#[test]
+fn hosts_deploy_at_once_and_meet_where_one_requires_from_another() {
+    let d = Deployment::new()
+        .env(
+            "dev",
+            "[environment]\nconnect_method = local\n\n[hosts]\nbeta = app\nalpha = db\n",
+        )
+        .component(
+            "db",
+            "[command:migrate]\nrun = sleep 1; date +%s%N > migrated.txt\ncreates = migrated.txt\n\n\
+             [provide:database]\npath = {{ workdir }}/migrated.txt\n",
+        )
+        .component(
+            "app",
+            "[require:database]\nscope = environment\n\n\
+             [file:early.txt]\ncontent = early\n\n\
+             [command:start]\nrun = test -f {{ database[0].path }} && date +%s%N > started.txt\n\
+             outputs = started.txt\n",
+        );
+    let out = d.tack(&["local", "dev"]).success();
+    assert_eq!(
+        out.updated(),
+        set(&[
+            "alpha: Db > Command(migrate)",
+            "beta: App > File(early.txt)",
+            "beta: App > Command(start)",
+        ]),
+        "{out}"
+    );
+    let migrated: u128 = d.read("work/db/migrated.txt").trim().parse().unwrap();
+    let started: u128 = d.read("work/app/started.txt").trim().parse().unwrap();
+    assert!(started >= migrated, "{out}");
+    // beta's first file did not wait for alpha.
+    let early = out
+        .stdout
+        .find("Updating beta: App > File(early.txt)")
+        .unwrap();
+    let migrate = out
+        .stdout
+        .find("Updating alpha: Db > Command(migrate)")
+        .unwrap();
+    assert!(early < migrate, "{out}");
+}

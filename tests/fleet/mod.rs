@@ -483,3 +483,201 @@ fn contents(snapshot: &crate::support::Snapshot) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// What crosses each host's session, captured by an `ssh` first in `PATH`
+/// that copies its stdin: a secret of a component on beta goes only to
+/// beta, and only as the bytes of the file that renders it.
+#[test]
+fn a_secret_travels_only_to_the_host_that_uses_it() {
+    if !Sshd::installed("a_secret_travels_only_to_the_host_that_uses_it") {
+        return;
+    }
+    let fleet = Fleet::new(&[("alpha", "db"), ("beta", "app")]);
+    db_and_app(&fleet);
+    fleet.d.write(
+        "components/app/component.cfg",
+        "[secrets]\npassword = hunter2-in-the-clear\n\n\
+         [file:app.ini]\ncontent = password = {{ password }}\n",
+    );
+    let capture = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let wrapper = bin.path().join("ssh");
+    fs::write(
+        &wrapper,
+        "#!/bin/sh\n\
+         dest=; after=\n\
+         for a in \"$@\"; do\n\
+         if [ -n \"$after\" ] && [ -z \"$dest\" ]; then dest=$a; fi\n\
+         [ \"$a\" = \"--\" ] && after=1\n\
+         done\n\
+         tee -a \"$CAPTURE/$dest.in\" | /usr/bin/ssh \"$@\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let out = fleet
+        .d
+        .tack_command(&["deploy", "prod"])
+        .env("PATH", path)
+        .env("CAPTURE", capture.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = |host: &str| fs::read(capture.path().join(format!("{host}.in"))).unwrap();
+    let secret = b"hunter2-in-the-clear";
+    let contains = |haystack: &[u8]| haystack.windows(secret.len()).any(|w| w == secret);
+    assert!(!sent("alpha").is_empty(), "the capture saw alpha's session");
+    assert!(
+        !contains(&sent("alpha")),
+        "alpha's session carried beta's secret"
+    );
+    assert!(contains(&sent("beta")), "beta's session carried its file");
+    assert_eq!(
+        fleet.read_remote("beta", "work/app/app.ini"),
+        "password = hunter2-in-the-clear\n"
+    );
+    let alpha = snapshot_of(&fleet.root_of("alpha"));
+    let everywhere: String = contents(&alpha).into_iter().map(|(_, what)| what).collect();
+    assert!(!everywhere.contains("hunter2"), "alpha holds beta's secret");
+}
+
+/// Ctrl-C (here SIGINT to tack alone) stops every host: each agent stops
+/// its running step and saves its state, and tack exits 130 once they
+/// reported; the next deploy runs the step again.
+#[test]
+fn an_interrupt_stops_every_host_and_the_next_deploy_finishes() {
+    if !Sshd::installed("an_interrupt_stops_every_host_and_the_next_deploy_finishes") {
+        return;
+    }
+    let fleet = Fleet::new(&[("alpha", "slow"), ("beta", "slow")]);
+    fleet.d.write(
+        "components/slow/component.cfg",
+        "[command:build]\nrun = touch started; sleep 41; echo built > built.txt\noutputs = built.txt\n",
+    );
+    let tack = fleet
+        .d
+        .tack_command(&["deploy", "prod"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for host in ["alpha", "beta"] {
+        while !fleet.remote_path(host, "work/slow/started").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the step never started on {host}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(tack.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let started = Instant::now();
+    let out = tack.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("Interrupted alpha: Slow > Command(build)"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("Interrupted beta: Slow > Command(build)"),
+        "{stdout}{stderr}"
+    );
+    assert!(!still_running("sleep 41"), "a step outlived the interrupt");
+    fleet
+        .d
+        .replace("components/slow/component.cfg", "sleep 41", "sleep 0");
+    let out = fleet.deploy(&[]).success();
+    assert!(
+        out.updated().contains("alpha: Slow > Command(build)"),
+        "{out}"
+    );
+    assert!(
+        out.updated().contains("beta: Slow > Command(build)"),
+        "{out}"
+    );
+}
+
+/// `--host-jobs 1` sets up one session at a time, and every host still
+/// deploys, in order where one requires from another.
+#[test]
+fn host_jobs_limits_the_sessions_set_up_at_once_and_every_host_deploys() {
+    if !Sshd::installed("host_jobs_limits_the_sessions_set_up_at_once_and_every_host_deploys") {
+        return;
+    }
+    let fleet = Fleet::new(&[("alpha", "db"), ("beta", "app"), ("gamma", "other")]);
+    db_and_app(&fleet);
+    fleet.d.write(
+        "components/other/component.cfg",
+        "[file:x.txt]\ncontent = x\n",
+    );
+    let out = fleet.deploy(&["--host-jobs", "1"]).success();
+    for line in ["alpha: 2 updated", "beta: 3 updated", "gamma: 1 updated"] {
+        assert!(out.stdout.contains(line), "{out}");
+    }
+    let refused = fleet.deploy(&["--host-jobs", "0"]);
+    assert_eq!(refused.code, 2, "{refused}");
+}
+
+/// A host that requires from an unreachable host whose `remote_dir` is
+/// below a home it never told is not deployed: its app.ini would name a
+/// path that exists nowhere. One that needs nothing of it deploys.
+#[test]
+fn a_host_requiring_from_an_unreachable_host_of_unknown_root_is_not_deployed() {
+    if !Sshd::installed("a_host_requiring_from_an_unreachable_host_of_unknown_root_is_not_deployed")
+    {
+        return;
+    }
+    let fleet = Fleet::new(&[("down", "db"), ("alpha", "app"), ("beta", "other")]);
+    db_and_app(&fleet);
+    // Only a file, no step: nothing on alpha would wait for `down`.
+    fleet.d.write(
+        "components/app/component.cfg",
+        "[require:database]\nscope = environment\n\n\
+         [file:app.ini]\ncontent = db = {{ database[0].path }}\n",
+    );
+    fleet.d.write(
+        "components/other/component.cfg",
+        "[file:x.txt]\ncontent = x\n",
+    );
+    let env = fleet.d.read("environments/prod.cfg");
+    let relative = env.replace(
+        &format!("remote_dir = {}", fleet.root_of("down").display()),
+        "remote_dir = shop",
+    );
+    assert_ne!(env, relative);
+    fleet.d.write("environments/prod.cfg", &relative);
+    let out = fleet.deploy(&[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "error: host `alpha`: not deployed: it requires from `down`, which cannot be reached"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("error: host `down`: cannot reach it"),
+        "{out}"
+    );
+    assert!(!fleet.root_of("alpha").exists(), "alpha was written to");
+    assert_eq!(fleet.read_remote("beta", "work/other/x.txt"), "x\n");
+}

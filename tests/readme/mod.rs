@@ -29,6 +29,11 @@
 //! * A command whose shown output has a line starting with `error:` must
 //!   fail; any other must succeed.
 //!
+//! A comment that says `with a loopback sshd` starts an OpenSSH server on
+//! 127.0.0.1 for the block ([`Sshd`]; host aliases alpha, beta, ...) and
+//! gives its ssh config to the commands as `$TACK_TEST_SSH_CONFIG`; without
+//! sshd installed such a block is skipped, unless CI requires it.
+//!
 //! When the block ends, anything still running from its directory (the
 //! tutorial's supervisord) is stopped. Commands that should not run in
 //! tests (`cargo install`) belong in ```` ```sh ```` blocks.
@@ -45,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::Deployment;
+use crate::support::{Deployment, Sshd};
 use crate::tutorial::{alive, processes_running_from, signal, wait_until};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -62,6 +67,8 @@ struct Example {
     line: usize,
     /// The example deployment to copy, relative to the repository.
     copy_of: Option<String>,
+    /// The block deploys over ssh to a loopback sshd.
+    with_sshd: bool,
     setup: Vec<String>,
     commands: Vec<Shown>,
 }
@@ -119,11 +126,12 @@ fn examples_in(document: &str, text: &str) -> Vec<Example> {
             body.push((index + 1, lines[index]));
             index += 1;
         }
-        let (copy_of, setup) = directive_above(&lines[..start]);
+        let (copy_of, setup, with_sshd) = directive_above(&lines[..start]);
         examples.push(Example {
             document: document.to_string(),
             line: start + 1,
             copy_of,
+            with_sshd,
             setup,
             commands: commands_in(&body),
         });
@@ -132,18 +140,19 @@ fn examples_in(document: &str, text: &str) -> Vec<Example> {
     examples
 }
 
-/// The deployment to copy and the setup commands, from an HTML comment
-/// that ends right above a block (blank lines between are fine).
-fn directive_above(lines: &[&str]) -> (Option<String>, Vec<String>) {
+/// The deployment to copy, the setup commands and whether an sshd is
+/// wanted, from an HTML comment that ends right above a block (blank lines
+/// between are fine).
+fn directive_above(lines: &[&str]) -> (Option<String>, Vec<String>, bool) {
     let mut end = lines.len();
     while end > 0 && lines[end - 1].trim().is_empty() {
         end -= 1;
     }
     if end == 0 || !lines[end - 1].trim_end().ends_with("-->") {
-        return (None, Vec::new());
+        return (None, Vec::new(), false);
     }
     let Some(begin) = lines[..end].iter().rposition(|line| line.contains("<!--")) else {
-        return (None, Vec::new());
+        return (None, Vec::new(), false);
     };
     let comment = lines[begin..end].join("\n");
     let copy_of = comment.split_once("tested in a copy of ").map(|(_, rest)| {
@@ -158,7 +167,7 @@ fn directive_above(lines: &[&str]) -> (Option<String>, Vec<String>) {
         .filter_map(|line| line.trim().strip_prefix("$ "))
         .map(str::to_string)
         .collect();
-    (copy_of, setup)
+    (copy_of, setup, comment.contains("with a loopback sshd"))
 }
 
 /// `$ ` lines (a trailing `\` continues one) and the lines under each.
@@ -201,6 +210,19 @@ fn run(example: &Example) -> Option<String> {
         None => Deployment::new(),
     };
     let _stop = StopEverything(d.root().to_path_buf());
+    let sshd = if example.with_sshd {
+        let name = format!("{}:{}", example.document, example.line);
+        if !Sshd::installed(&name) {
+            return None;
+        }
+        Some(Sshd::start())
+    } else {
+        None
+    };
+    let ssh_config = sshd
+        .as_ref()
+        .map(|sshd| sshd.config_path().display().to_string())
+        .unwrap_or_default();
     let bin = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tack"), bin.path().join("tack")).unwrap();
     let path = format!(
@@ -209,7 +231,7 @@ fn run(example: &Example) -> Option<String> {
         std::env::var("PATH").unwrap_or_default()
     );
     for setup in &example.setup {
-        let (code, printed) = shell(setup, d.root(), &path);
+        let (code, printed) = shell(setup, d.root(), &path, &ssh_config);
         if code != 0 {
             return Some(format!(
                 "{}:{}: the setup `{setup}` failed (exit code {code}):\n{printed}",
@@ -218,7 +240,7 @@ fn run(example: &Example) -> Option<String> {
         }
     }
     for shown in &example.commands {
-        let (code, printed) = shell(&shown.command, d.root(), &path);
+        let (code, printed) = shell(&shown.command, d.root(), &path, &ssh_config);
         let should_fail = shown.output.iter().any(|line| line.starts_with("error:"));
         let mut problems = String::new();
         if should_fail != (code != 0) {
@@ -243,13 +265,14 @@ fn run(example: &Example) -> Option<String> {
 
 /// Runs `sh -c command` in `dir`; its exit code and what it printed on
 /// stdout and stderr, in the order it printed them.
-fn shell(command: &str, dir: &Path, path: &str) -> (i32, String) {
+fn shell(command: &str, dir: &Path, path: &str, ssh_config: &str) -> (i32, String) {
     let mut output = tempfile::tempfile().unwrap();
     let status = Command::new("sh")
         .arg("-c")
         .arg(command)
         .current_dir(dir)
         .env("PATH", path)
+        .env("TACK_TEST_SSH_CONFIG", ssh_config)
         .env_remove("TACK_CACHE_DIR")
         .stdin(Stdio::null())
         .stdout(output.try_clone().unwrap())

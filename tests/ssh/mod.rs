@@ -180,3 +180,22 @@ fn a_host_of_another_platform_is_refused_before_the_binary_is_sent() {
     let left: Vec<_> = fs::read_dir(&entry).unwrap().collect();
     assert!(left.is_empty(), "left in the cache: {left:?}");
 }
+
+#[test]
+fn what_a_login_shell_prints_before_the_bootstrap_is_skipped() {
+    if !Sshd::installed("what_a_login_shell_prints_before_the_bootstrap_is_skipped") {
+        return;
+    }
+    let sshd = Sshd::start();
+    let greeting = sshd.ssh_output(&["chatty", "true"]);
+    assert_eq!(greeting, "Welcome to chatty\n", "the fixture greets");
+    let first = sshd.tack(&["ssh-ping", "chatty"]).success();
+    assert!(first.stdout.starts_with("uploaded "), "{first}");
+    let again = sshd.tack(&["ssh-ping", "chatty"]).success();
+    assert!(
+        again
+            .stdout
+            .starts_with("tack is already on chatty\npong from chatty"),
+        "{again}"
+    );
+}

@@ -4,9 +4,11 @@
 //!
 //! Every host alias of [`Sshd::config_path`] (alpha, beta, gamma,
 //! host01..host20) reaches this server as the current user; `down` is a
-//! port nobody listens on, and `foreign` reaches the server on a second
-//! port whose sessions find a `uname` saying `Darwin arm64` first in
-//! `PATH` (sshd sets it; a client's `PATH` would be reset). The server sets `XDG_CACHE_HOME` of every
+//! port nobody listens on. Two more aliases reach the server on ports of
+//! their own: `foreign`, whose sessions find a `uname` saying `Darwin
+//! arm64` first in `PATH` (sshd sets it; a client's `PATH` would be
+//! reset), and `chatty`, whose sessions print a greeting on stdout before
+//! running the command, as a login shell's rc file may. The server sets `XDG_CACHE_HOME` of every
 //! session to [`Sshd::remote_cache`], so tests never write the real
 //! `~/.cache`. sshd is killed when the value is dropped.
 //!
@@ -40,9 +42,18 @@ const STARTUP: Duration = Duration::from_secs(10);
 pub struct Sshd {
     dir: TempDir,
     child: Child,
-    port: u16,
-    /// The port whose sessions run the fake `uname` of `foreign`.
-    foreign_port: u16,
+    ports: Ports,
+}
+
+/// The ports sshd listens on, each for other sessions.
+#[derive(Clone, Copy)]
+struct Ports {
+    /// Plain sessions: alpha, beta, ... host20.
+    main: u16,
+    /// Sessions with the fake `uname` of `foreign`.
+    foreign: u16,
+    /// Sessions that greet first, of `chatty`.
+    chatty: u16,
 }
 
 impl Sshd {
@@ -80,9 +91,13 @@ impl Sshd {
         // A port taken between `free_port` and sshd's bind: try another.
         let mut last_log = String::new();
         for _ in 0..5 {
-            let (port, foreign_port) = (free_port(), free_port());
+            let ports = Ports {
+                main: free_port(),
+                foreign: free_port(),
+                chatty: free_port(),
+            };
             let config = dir.path().join("sshd_config");
-            let text = sshd_config(dir.path(), port, foreign_port);
+            let text = sshd_config(dir.path(), ports);
             fs::write(&config, text).expect("write sshd_config");
             let log = fs::File::create(dir.path().join("sshd.log")).expect("create sshd.log");
             let mut child = Command::new(SSHD)
@@ -95,13 +110,11 @@ impl Sshd {
                 .stderr(log)
                 .spawn()
                 .expect("start sshd");
-            if wait_for_port(&mut child, port) && wait_for_port(&mut child, foreign_port) {
-                let sshd = Sshd {
-                    dir,
-                    child,
-                    port,
-                    foreign_port,
-                };
+            let listening = [ports.main, ports.foreign, ports.chatty]
+                .into_iter()
+                .all(|port| wait_for_port(&mut child, port));
+            if listening {
+                let sshd = Sshd { dir, child, ports };
                 sshd.write_client_config();
                 return sshd;
             }
@@ -121,6 +134,18 @@ impl Sshd {
     /// `remote_cache()/tack/bin/<hash>/tack`.
     pub fn remote_cache(&self) -> PathBuf {
         self.dir.path().join("remote-cache")
+    }
+
+    /// What `ssh -F CONFIG ARGS...` prints on stdout; it must succeed.
+    pub fn ssh_output(&self, args: &[&str]) -> String {
+        let output = Command::new("ssh")
+            .arg("-F")
+            .arg(self.config_path())
+            .args(args)
+            .output()
+            .expect("run ssh");
+        assert!(output.status.success(), "ssh {args:?}: {output:?}");
+        String::from_utf8(output.stdout).expect("ssh printed UTF-8")
     }
 
     /// `tack SUBCOMMAND -F CONFIG ARGS...`: for `tack ssh-ping`.
@@ -144,18 +169,18 @@ impl Sshd {
     fn write_client_config(&self) {
         let dir = self.dir.path();
         let host_key = fs::read_to_string(dir.join("host_key.pub")).expect("read host key");
-        let known = format!(
-            "[127.0.0.1]:{} {key}\n[127.0.0.1]:{} {key}\n",
-            self.port,
-            self.foreign_port,
-            key = host_key.trim()
-        );
+        let ports = [self.ports.main, self.ports.foreign, self.ports.chatty];
+        let known: String = ports
+            .iter()
+            .map(|port| format!("[127.0.0.1]:{port} {}\n", host_key.trim()))
+            .collect();
         fs::write(dir.join("known_hosts"), known).expect("write known_hosts");
         let user = current_user();
         let mut config = String::new();
         let aliases = [
-            (HOSTS.join(" "), self.port),
-            ("foreign".to_string(), self.foreign_port),
+            (HOSTS.join(" "), self.ports.main),
+            ("foreign".to_string(), self.ports.foreign),
+            ("chatty".to_string(), self.ports.chatty),
             ("down".to_string(), free_port()),
         ];
         for (names, port) in aliases {
@@ -180,12 +205,13 @@ impl Drop for Sshd {
     }
 }
 
-fn sshd_config(dir: &Path, port: u16, foreign_port: u16) -> String {
+fn sshd_config(dir: &Path, ports: Ports) -> String {
     let at = |name: &str| dir.join(name).display().to_string();
     format!(
         "ListenAddress 127.0.0.1\n\
-         Port {port}\n\
-         Port {foreign_port}\n\
+         Port {}\n\
+         Port {}\n\
+         Port {}\n\
          HostKey {}\n\
          AuthorizedKeysFile {}\n\
          PidFile {}\n\
@@ -198,12 +224,19 @@ fn sshd_config(dir: &Path, port: u16, foreign_port: u16) -> String {
          # 20 hosts at once are 20 unauthenticated connections at once.\n\
          MaxStartups 100:30:200\n\
          LogLevel ERROR\n\
-         Match LocalPort {foreign_port}\n\
-         \x20   SetEnv XDG_CACHE_HOME={cache} PATH={}:/usr/bin:/bin\n",
+         Match LocalPort {}\n\
+         \x20   SetEnv XDG_CACHE_HOME={cache} PATH={}:/usr/bin:/bin\n\
+         Match LocalPort {}\n\
+         \x20   ForceCommand echo \"Welcome to chatty\"; eval \"$SSH_ORIGINAL_COMMAND\"\n",
+        ports.main,
+        ports.foreign,
+        ports.chatty,
         at("host_key"),
         at("authorized_keys"),
         at("sshd.pid"),
+        ports.foreign,
         at("foreign-bin"),
+        ports.chatty,
         cache = at("remote-cache"),
     )
 }
