@@ -64,7 +64,7 @@ parallel_true() {
         ssh -F "$tmp/sshd/ssh_config" -T -- "$host" true 2>/dev/null &
         pids+=($!)
     done
-    for pid in "${pids[@]}"; do wait "$pid" || fail "ssh $host true failed"; done
+    for pid in "${pids[@]}"; do wait "$pid" || fail "ssh HOST true failed for one of $n hosts"; done
     awk -v a="$start" -v b="$(now)" 'BEGIN { print b - a }'
 }
 
