@@ -27,6 +27,12 @@ fail() {
     exit 1
 }
 
+# benches/loopback-sshd.sh has the aliases host01..host20.
+for n in $sizes; do
+    [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 20 ] ||
+        fail "SIZES are numbers of hosts from 1 to 20, not \`$n\`"
+done
+
 log "building tack (release)"
 cargo build --release --quiet --bin tack
 tack=$root/target/release/tack
@@ -64,7 +70,7 @@ parallel_true() {
         ssh -F "$tmp/sshd/ssh_config" -T -- "$host" true 2>/dev/null &
         pids+=($!)
     done
-    for pid in "${pids[@]}"; do wait "$pid" || fail "ssh $host true failed"; done
+    for pid in "${pids[@]}"; do wait "$pid" || fail "ssh HOST true failed for one of $n hosts"; done
     awk -v a="$start" -v b="$(now)" 'BEGIN { print b - a }'
 }
 

@@ -42,6 +42,12 @@ fail() {
     exit 1
 }
 
+# benches/loopback-sshd.sh has the aliases host01..host20.
+for n in $sizes; do
+    [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 20 ] ||
+        fail "SIZES are numbers of hosts from 1 to 20, not \`$n\`"
+done
+
 # batou 2.7.1 in target/batou/venv.
 source "$root/benches/batou/venv.sh"
 source "$root/benches/fleet-env.sh"
