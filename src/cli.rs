@@ -167,14 +167,23 @@ pub struct Target {
         default_value = "."
     )]
     pub dir: PathBuf,
-    /// Only this host of the environment (default: the hosts that are
-    /// this machine, or every host with `connect_method = local`).
-    #[arg(long, value_name = "HOST")]
-    pub host: Option<String>,
+    /// Only this host of the environment; repeat for several (default:
+    /// every host for `deploy` and with `connect_method = local`, else the
+    /// hosts that are this machine).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
     /// Decrypt `secrets/` with the age identities (or ssh key) in FILE
     /// (default: `TACK_AGE_IDENTITY`, else `~/.ssh/id_ed25519`, `~/.ssh/id_rsa`).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+}
+
+impl Target {
+    /// The hosts asked for, as one value the manifest remembers (a run
+    /// with other hosts takes the full path): `None` without `--host`.
+    pub fn host_choice(&self) -> Option<String> {
+        (!self.hosts.is_empty()).then(|| self.hosts.join(","))
+    }
 }
 
 #[derive(Debug, Args)]

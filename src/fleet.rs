@@ -68,7 +68,7 @@ fn plain_deployment(db: &Database, options: &Options) -> Deployment {
     )
 }
 
-/// Deploys the environment's hosts (or `target.host`) over ssh.
+/// Deploys the environment's hosts (or those of `--host`) over ssh.
 pub fn deploy(
     target: &Target,
     options: &Options,
@@ -82,7 +82,7 @@ pub fn deploy(
     let env = environment_def(&db, plain_deployment(&db, options))
         .clone()
         .map_err(|error| crate::unknown_environment_hint(error, &options.root))?;
-    let selected = select(&env, target.host.as_deref())?;
+    let selected = crate::select_hosts(&env, &target.hosts, true)?;
 
     // 1. Connect: the deployed hosts, and any other whose root is below a
     // home only it can tell.
@@ -137,7 +137,7 @@ pub fn deploy(
         }
     };
     let started = crate::timings::phase("configure", started);
-    if target.host.is_some() {
+    if !target.hosts.is_empty() {
         let deployed = wiring
             .placements
             .iter()
@@ -539,20 +539,6 @@ fn misconfigured(
         }
     }
     found
-}
-
-/// The hosts `tack deploy` deploys: `--host`, else all of them.
-fn select(env: &EnvironmentDef, wanted: Option<&str>) -> Result<Vec<String>> {
-    let names: Vec<String> = env.hosts.iter().map(|host| host.name.clone()).collect();
-    match wanted {
-        None => Ok(names),
-        Some(wanted) if names.iter().any(|name| name == wanted) => Ok(vec![wanted.to_string()]),
-        Some(wanted) => Err(Error::Usage(format!(
-            "host `{wanted}` is not in {} (hosts: {})",
-            env.file,
-            names.join(", ")
-        ))),
-    }
 }
 
 /// Starts an agent on each of `hosts` at once.

@@ -214,7 +214,8 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
         };
         Reporter::new(options.explain, prefix, &options.root, json)
     };
-    let incremental = incremental::run(options, target.host.as_deref(), &reporter_for)?;
+    let choice = target.host_choice();
+    let incremental = incremental::run(options, choice.as_deref(), &reporter_for)?;
     let mut reports = match incremental {
         incremental::Outcome::Done(reports) => reports,
         incremental::Outcome::Full(why) => {
@@ -318,7 +319,7 @@ fn deploy_configured(
         let manifest = manifest::of_full_run(
             &configured.db,
             configured.deployment,
-            target.host.as_deref(),
+            target.host_choice().as_deref(),
             before,
             &configured.graphs,
             &reports,
@@ -416,10 +417,7 @@ fn configure_all(options: &Options, target: &Target, every_host: bool) -> Result
     if !errors.is_empty() {
         return Err(Error::Configs(errors));
     }
-    let selected = match target.host.as_deref() {
-        None if every_host => env.hosts.iter().map(|host| host.name.clone()).collect(),
-        wanted => select_hosts(&env, wanted)?,
-    };
+    let selected = select_hosts(&env, &target.hosts, every_host)?;
     let prunable = Prunable::new(
         root.join(&env.work_dir),
         graphs.iter().map(|graph| graph.as_ref()),
@@ -461,21 +459,29 @@ fn shared_targets(graphs: &[Arc<HostGraph>]) -> Vec<ConfigError> {
         .collect()
 }
 
-/// The hosts `tack local` deploys: `--host`, else every host when the
+/// The hosts a run deploys, in the order of `[hosts]`: those of
+/// `--host`, else every host when `every_host` (`tack deploy`) or the
 /// environment connects locally, else the hosts naming this machine.
-fn select_hosts(env: &EnvironmentDef, wanted: Option<&str>) -> Result<Vec<String>> {
+pub(crate) fn select_hosts(
+    env: &EnvironmentDef,
+    wanted: &[String],
+    every_host: bool,
+) -> Result<Vec<String>> {
     let names: Vec<String> = env.hosts.iter().map(|host| host.name.clone()).collect();
-    if let Some(wanted) = wanted {
-        if !names.iter().any(|name| name == wanted) {
+    if !wanted.is_empty() {
+        if let Some(unknown) = wanted.iter().find(|wanted| !names.contains(wanted)) {
             return Err(Error::Usage(format!(
-                "host `{wanted}` is not in {} (hosts: {})",
+                "host `{unknown}` is not in {} (hosts: {})",
                 env.file,
                 names.join(", ")
             )));
         }
-        return Ok(vec![wanted.to_string()]);
+        return Ok(names
+            .into_iter()
+            .filter(|name| wanted.contains(name))
+            .collect());
     }
-    if env.connect_method == ConnectMethod::Local {
+    if every_host || env.connect_method == ConnectMethod::Local {
         return Ok(names);
     }
     let hostname = observe::hostname();

@@ -1071,3 +1071,30 @@ fn hosts_deploy_at_once_and_meet_where_one_requires_from_another() {
         .unwrap();
     assert!(early < migrate, "{out}");
 }
+
+/// `--host` repeats: the hosts named are deployed, the others are not,
+/// and a name not in `[hosts]` is refused before anything runs.
+#[test]
+fn host_repeats_to_deploy_several_hosts_of_an_environment() {
+    let d = Deployment::new()
+        .env(
+            "dev",
+            "[environment]\nconnect_method = local\n\n[hosts]\na = one\nb = two\nc = three\n",
+        )
+        .component("one", "[file:one.txt]\ncontent = 1\n")
+        .component("two", "[file:two.txt]\ncontent = 2\n")
+        .component("three", "[file:three.txt]\ncontent = 3\n");
+    let out = d
+        .tack(&["local", "dev", "--host", "c", "--host", "a"])
+        .success();
+    assert_eq!(
+        out.updated(),
+        set(&["a: One > File(one.txt)", "c: Three > File(three.txt)"]),
+        "{out}"
+    );
+    assert!(!d.exists("work/two"), "{out}");
+    let refused = d.tack(&["local", "dev", "--host", "a", "--host", "d"]);
+    assert_eq!(refused.code, 2, "{refused}");
+    assert!(refused.stderr.contains("host `d` is not in"), "{refused}");
+    assert!(!d.exists("work/two"));
+}
