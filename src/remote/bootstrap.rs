@@ -42,7 +42,8 @@ pub const SCRIPT: &str = concat!(
     "if [ -x \"$bin\" ] ",
     "&& [ \"$(wc -c < \"$bin\")\" -eq \"$size\" ] ",
     "&& [ \"$(head -c 4 \"$bin\" | od -An -tx1 | tr -d \" \\n\")\" = \"$magic\" ]; ",
-    "then echo \"tack-bootstrap: have\"; exec \"$bin\" agent; fi; ",
+    // Each start marks the entry used (its directory's mtime) ...
+    "then touch \"$dir\" 2>/dev/null; echo \"tack-bootstrap: have\"; exec \"$bin\" agent; fi; ",
     "mask=$(umask); umask 077; ",
     "mkdir -p \"$dir\" && chmod 700 \"$dir\" || exit 1; ",
     "tmp=\"$dir/.upload.$$\"; ",
@@ -52,6 +53,11 @@ pub const SCRIPT: &str = concat!(
     "if [ \"$(wc -c < \"$tmp\")\" -ne \"$size\" ]; ",
     "then rm -f \"$tmp\"; echo \"tack-bootstrap: the upload ended early\" >&2; exit 1; fi; ",
     "chmod 755 \"$tmp\" && mv -f \"$tmp\" \"$bin\" || { rm -f \"$tmp\"; exit 1; }; ",
+    // ... and an upload removes the entries of builds unused for 30 days:
+    // one per tack build would pile up forever. An agent of such a build
+    // still running keeps its (unlinked) binary.
+    "find \"${dir%/*}\" -mindepth 1 -maxdepth 1 -type d -name \"[0-9a-f]*\" -mtime +30 ",
+    "-exec rm -rf {} + 2>/dev/null; ",
     // The agent deploys with the login's umask, as `tack local` would.
     "umask \"$mask\"; exec \"$bin\" agent",
 );

@@ -199,3 +199,32 @@ fn what_a_login_shell_prints_before_the_bootstrap_is_skipped() {
         "{again}"
     );
 }
+
+/// Every tack build leaves an entry in the host's cache; an upload removes
+/// the entries of builds not started there for 30 days, and keeps the
+/// others (another version still in use).
+#[test]
+fn an_upload_removes_the_entries_of_builds_unused_for_thirty_days() {
+    if !Sshd::installed("an_upload_removes_the_entries_of_builds_unused_for_thirty_days") {
+        return;
+    }
+    let sshd = Sshd::start();
+    let bin = sshd.remote_cache().join("tack/bin");
+    let old = bin.join("0123456789abcdef".repeat(4));
+    let recent = bin.join("fedcba9876543210".repeat(4));
+    for entry in [&old, &recent] {
+        fs::create_dir_all(entry).unwrap();
+        fs::write(entry.join("tack"), "an older build").unwrap();
+    }
+    let status = std::process::Command::new("touch")
+        .args(["-d", "40 days ago"])
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let first = sshd.tack(&["ssh-ping", "alpha"]).success();
+    assert!(first.stdout.starts_with("uploaded "), "{first}");
+    assert!(!old.exists(), "an entry unused for 40 days is kept");
+    assert!(recent.join("tack").exists(), "a recent entry was removed");
+    assert!(cached_binary(&sshd).exists());
+}
