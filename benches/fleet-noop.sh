@@ -110,14 +110,14 @@ for n in $sizes; do
                 tack_times+=("$(tack_noop "$dir" "$n" "$tmp/noop-$n-$i")")
                 connect+=("$(phase connect "$tmp/noop-$n-$i.err")")
                 configure+=("$(phase configure "$tmp/noop-$n-$i.err")")
-                send+=("$(phase 'send plans' "$tmp/noop-$n-$i.err")")
+                send+=("$(phase 'send plans and lock' "$tmp/noop-$n-$i.err")")
                 deploy+=("$(phase deploy "$tmp/noop-$n-$i.err")")
             else
                 ssh_times+=("$(parallel_true "$n")")
             fi
         done
         log "  run $i: tack $(ms "${tack_times[-1]}"), ssh HOST true $(ms "${ssh_times[-1]}")" \
-            "(connect ${connect[-1]} ms, configure ${configure[-1]} ms, send plans ${send[-1]} ms, deploy ${deploy[-1]} ms)"
+            "(connect ${connect[-1]} ms, configure ${configure[-1]} ms, send plans and lock ${send[-1]} ms, deploy ${deploy[-1]} ms)"
     done
     t=$(median "${tack_times[@]}") s=$(median "${ssh_times[@]}")
     results+=("$(printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |' "$n" "$runs" \
@@ -139,7 +139,7 @@ cat <<EOF
 Load average (1, 5, 15 min) before: $load_before; after: $load_after.
 tack's phases (TACK_TIMINGS=1) in ms.
 
-| hosts | runs | tack no-op | ssh HOST true, parallel | tack / ssh | tack: connect | tack: configure | tack: send plans | tack: deploy |
+| hosts | runs | tack no-op | ssh HOST true, parallel | tack / ssh | tack: connect | tack: configure | tack: send plans and lock | tack: deploy |
 |---:|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
 printf '%s\n' "${results[@]}"
