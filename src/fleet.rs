@@ -759,28 +759,5 @@ fn conclude(run: Run, json: bool) -> Result<()> {
     for (host, why) in &failed_hosts {
         eprintln!("error: host `{host}`: {why}");
     }
-    if let Some(signal) = interrupted {
-        let count = |outcome: &str| {
-            let nodes = reports.iter().flat_map(|report| &report.nodes);
-            nodes.filter(|node| node.outcome == outcome).count()
-        };
-        return Err(Error::Interrupted {
-            signal,
-            stopped: count("interrupted"),
-            not_started: count("not started"),
-        });
-    }
-    let failed: usize = reports.iter().map(|r| r.summary.failed).sum();
-    let skipped: usize = reports.iter().map(|r| r.summary.skipped).sum();
-    if !failed_hosts.is_empty() {
-        return Err(Error::HostsFailed {
-            hosts: failed_hosts.keys().cloned().collect(),
-            failed,
-            skipped,
-        });
-    }
-    if failed > 0 {
-        return Err(Error::NodesFailed { failed, skipped });
-    }
-    Ok(())
+    crate::run_result(&reports, interrupted, failed_hosts.into_keys().collect())
 }

@@ -247,6 +247,17 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();
         outln!("{text}");
     }
+    run_result(&reports, interrupted, Vec::new())
+}
+
+/// How a run ends, from its hosts' reports: interrupted (the signal, and
+/// how many nodes it stopped or kept from starting), with `failed_hosts`
+/// (hosts over ssh that could not be deployed), with failed nodes, or well.
+pub(crate) fn run_result(
+    reports: &[HostReport],
+    interrupted: Option<nix::sys::signal::Signal>,
+    failed_hosts: Vec<String>,
+) -> Result<()> {
     if let Some(signal) = interrupted {
         let count = |outcome: &str| {
             let nodes = reports.iter().flat_map(|report| &report.nodes);
@@ -260,6 +271,13 @@ fn deploy(target: &Target, options: &Options, format: Format) -> Result<()> {
     }
     let failed: usize = reports.iter().map(|r| r.summary.failed).sum();
     let skipped: usize = reports.iter().map(|r| r.summary.skipped).sum();
+    if !failed_hosts.is_empty() {
+        return Err(Error::HostsFailed {
+            hosts: failed_hosts,
+            failed,
+            skipped,
+        });
+    }
     if failed > 0 {
         return Err(Error::NodesFailed { failed, skipped });
     }

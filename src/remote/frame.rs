@@ -20,20 +20,7 @@ pub const MAX_FRAME: u32 = 256 * 1024 * 1024;
 /// Writes `value` as one frame and flushes, so the other side sees it now.
 pub fn write_frame<W: Write, T: Serialize>(w: &mut W, value: &T) -> io::Result<()> {
     let json = serde_json::to_vec(value).map_err(io::Error::other)?;
-    let length = u32::try_from(json.len())
-        .ok()
-        .filter(|length| *length <= MAX_FRAME)
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "a frame of {} bytes is above the limit of {MAX_FRAME}",
-                    json.len()
-                ),
-            )
-        })?;
-    w.write_all(&length.to_be_bytes())?;
-    w.write_all(&json)?;
+    write_raw(w, &json)?;
     w.flush()
 }
 
